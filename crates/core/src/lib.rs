@@ -1,0 +1,158 @@
+//! Wisp's domain types: functions, versions, routes, limits, invocations and log lines.
+//!
+//! This crate is pure data and logic: it does no I/O, starts no threads and knows nothing
+//! about HTTP servers, SQLite or wasmtime. Every other crate depends on it, never the other
+//! way round.
+#![forbid(unsafe_code)]
+
+mod limits;
+mod name;
+mod route;
+
+pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
+pub use name::{FunctionName, NameError};
+pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a deploy asks for one function: everything that makes up a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    pub name: FunctionName,
+    /// sha256 (hex) of the WebAssembly component this function runs.
+    pub artifact: String,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// One immutable, numbered version of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub function: FunctionName,
+    pub number: u32,
+    pub spec: FunctionSpec,
+    /// Unix time in milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A deployed function: its app, and which version serves traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub name: FunctionName,
+    pub app: String,
+    pub active_version: u32,
+    pub latest_version: u32,
+    /// The spec of the active version.
+    pub active: FunctionSpec,
+}
+
+/// What set an invocation off. Every trigger becomes an [`Invocation`] handed to the one invoker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A request to the function gateway that matched one of the function's routes.
+    Http,
+    /// `wisp invoke` / `POST /v1/functions/{name}/invoke`.
+    Api,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Api => "api",
+        }
+    }
+}
+
+/// How an invocation ended, as seen by the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The function produced a response (whatever its status code).
+    Success,
+    /// The function trapped, panicked or returned no response.
+    Error,
+    /// The function ran past its timeout.
+    Timeout,
+    /// The function grew past its memory limit.
+    OutOfMemory,
+    /// The function's concurrency limit was reached; it did not run.
+    Throttled,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// A line written by the platform about the invocation (errors, timeouts).
+    Platform,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Platform => "platform",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stdout" => Some(LogStream::Stdout),
+            "stderr" => Some(LogStream::Stderr),
+            "platform" => Some(LogStream::Platform),
+            _ => None,
+        }
+    }
+}
+
+/// One line of a function's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Monotonic id assigned by the store; 0 before it is stored.
+    #[serde(default)]
+    pub id: i64,
+    /// Unix time in milliseconds.
+    pub ts_ms: i64,
+    pub function: String,
+    pub version: u32,
+    pub request_id: String,
+    pub stream: LogStream,
+    pub line: String,
+}
+
+/// Lowercase hex sha256 check: 64 characters of `[0-9a-f]`.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_shape() {
+        assert!(is_sha256_hex(&"a".repeat(64)));
+        assert!(!is_sha256_hex(&"A".repeat(64)));
+        assert!(!is_sha256_hex(&"a".repeat(63)));
+        assert!(!is_sha256_hex("../../etc/passwd"));
+    }
+
+    #[test]
+    fn function_spec_rejects_unknown_fields() {
+        let err =
+            serde_json::from_str::<FunctionSpec>(r#"{"name":"a","artifact":"x","routez":[]}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("routez"), "{err}");
+    }
+}
