@@ -1,1 +1,90 @@
-//! placeholder
+//! Wisp's durable state: apps, functions, versions, artifact metadata and function logs,
+//! behind the [`Store`] trait, plus the content-addressed [`ArtifactDir`] on disk.
+//!
+//! The embedded backend, [`SqliteStore`], keeps everything in one SQLite database (WAL) in
+//! the data directory and needs nothing installed. A cluster backend (NATS JetStream) will
+//! implement the same trait. This crate knows nothing about HTTP or wasmtime.
+#![forbid(unsafe_code)]
+
+mod artifacts;
+mod sqlite;
+
+pub use artifacts::ArtifactDir;
+pub use sqlite::SqliteStore;
+
+use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, Version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("function `{0}` not found: `wisp ls` lists the deployed functions")]
+    FunctionNotFound(String),
+    #[error(
+        "function `{function}` has no version {version}: `wisp versions {function}` lists them"
+    )]
+    VersionNotFound { function: String, version: u32 },
+    #[error(
+        "function `{function}` already belongs to app `{owner}`: rename it in this manifest or remove it first with `wisp rm {function}`"
+    )]
+    OwnedByOtherApp { function: String, owner: String },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a deploy did to one function.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum DeployChange {
+    /// A new version was created and now serves traffic.
+    Created { function: String, version: u32 },
+    /// The spec equals the active version's; nothing changed.
+    Unchanged { function: String, version: u32 },
+    /// The function was in the app but not in the manifest, and was removed.
+    Removed { function: String },
+}
+
+/// Which log lines to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub function: Option<String>,
+    pub request_id: Option<String>,
+    /// Only lines at or after this Unix time (ms).
+    pub since_ms: Option<i64>,
+    /// Only lines with an id greater than this (for following and paging).
+    pub after_id: Option<i64>,
+    /// At most this many lines (the newest ones, returned oldest first).
+    pub limit: usize,
+}
+
+/// Durable platform state. Implementations must make every method atomic.
+pub trait Store: Send + Sync + 'static {
+    /// Records that an artifact with this digest is stored and valid.
+    fn record_artifact(&self, sha256: &str, size: u64) -> Result<()>;
+    fn has_artifact(&self, sha256: &str) -> Result<bool>;
+
+    /// Applies a deploy of `app` in one transaction: each spec that differs from its
+    /// function's active version becomes a new active version; functions of the app that
+    /// are not in `specs` are removed when `prune` is set.
+    fn deploy(&self, app: &str, specs: &[FunctionSpec], prune: bool) -> Result<Vec<DeployChange>>;
+    fn functions(&self) -> Result<Vec<Function>>;
+    fn function(&self, name: &FunctionName) -> Result<Option<Function>>;
+    fn versions(&self, name: &FunctionName) -> Result<Vec<Version>>;
+    /// Makes `version` the active version of `name` (rollback or roll forward).
+    fn set_active(&self, name: &FunctionName, version: u32) -> Result<Function>;
+    /// Removes a function and its versions. Returns false if it did not exist.
+    fn remove(&self, name: &FunctionName) -> Result<bool>;
+
+    fn append_logs(&self, lines: &[LogLine]) -> Result<()>;
+    fn logs(&self, query: &LogQuery) -> Result<Vec<LogLine>>;
+    /// Keeps at most `keep_per_function` lines per function and none older than
+    /// `older_than_ms`; returns how many lines were deleted.
+    fn prune_logs(&self, keep_per_function: usize, older_than_ms: i64) -> Result<usize>;
+}

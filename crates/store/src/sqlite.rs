@@ -1,0 +1,553 @@
+use crate::{DeployChange, LogQuery, Result, Store, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, LogStream, Version};
+
+/// The embedded store: one SQLite database in WAL mode, synchronous=FULL, so that a
+/// change this store has acknowledged survives `kill -9` and power loss.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS artifacts (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    active_version INTEGER NOT NULL,
+    latest_version INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    function TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (function, number)
+);
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms INTEGER NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
+CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
+CREATE INDEX IF NOT EXISTS logs_by_time ON logs (ts_ms);
+"#;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `wisp.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            context: format!("creating data directory {}", data_dir.display()),
+            source,
+        })?;
+        Self::from_connection(Connection::open(data_dir.join("wisp.db"))?)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::from_connection(Connection::open_in_memory()?)
+    }
+
+    fn from_connection(conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+        // roll back on drop), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn load_function(conn: &Connection, name: &str) -> Result<Option<Function>> {
+    let row = conn
+        .query_row(
+            "SELECT f.app, f.active_version, f.latest_version, v.spec
+             FROM functions f JOIN versions v ON v.function = f.name AND v.number = f.active_version
+             WHERE f.name = ?1",
+            [name],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(app, active_version, latest_version, spec)| {
+        Ok(Function {
+            name: FunctionName::new(name).map_err(corrupt)?,
+            app,
+            active_version,
+            latest_version,
+            active: serde_json::from_str(&spec).map_err(corrupt)?,
+        })
+    })
+    .transpose()
+}
+
+impl Store for SqliteStore {
+    fn record_artifact(&self, sha256: &str, size: u64) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO artifacts (sha256, size, created_at_ms) VALUES (?1, ?2, ?3)",
+            params![sha256, size as i64, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn has_artifact(&self, sha256: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM artifacts WHERE sha256 = ?1",
+                [sha256],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn deploy(&self, app: &str, specs: &[FunctionSpec], prune: bool) -> Result<Vec<DeployChange>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        let mut changes = Vec::new();
+        for spec in specs {
+            let name = spec.name.as_str();
+            let existing = load_function(&tx, name)?;
+            let spec_json = serde_json::to_string(spec).map_err(corrupt)?;
+            match existing {
+                Some(f) if f.app != app => {
+                    return Err(StoreError::OwnedByOtherApp {
+                        function: name.to_string(),
+                        owner: f.app,
+                    });
+                }
+                Some(f) if &f.active == spec => changes.push(DeployChange::Unchanged {
+                    function: name.to_string(),
+                    version: f.active_version,
+                }),
+                existing => {
+                    let number = existing.map(|f| f.latest_version + 1).unwrap_or(1);
+                    tx.execute(
+                        "INSERT INTO versions (function, number, spec, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                        params![name, number, spec_json, now],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO functions (name, app, active_version, latest_version, updated_at_ms)
+                         VALUES (?1, ?2, ?3, ?3, ?4)
+                         ON CONFLICT(name) DO UPDATE SET active_version = ?3, latest_version = ?3, updated_at_ms = ?4",
+                        params![name, app, number, now],
+                    )?;
+                    changes.push(DeployChange::Created {
+                        function: name.to_string(),
+                        version: number,
+                    });
+                }
+            }
+        }
+        if prune {
+            let mut stmt = tx.prepare("SELECT name FROM functions WHERE app = ?1 ORDER BY name")?;
+            let names: Vec<String> = stmt
+                .query_map([app], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            drop(stmt);
+            for name in names {
+                if !specs.iter().any(|s| s.name.as_str() == name) {
+                    tx.execute("DELETE FROM versions WHERE function = ?1", [&name])?;
+                    tx.execute("DELETE FROM functions WHERE name = ?1", [&name])?;
+                    changes.push(DeployChange::Removed { function: name });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    fn functions(&self) -> Result<Vec<Function>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name FROM functions ORDER BY app, name")?;
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        names
+            .iter()
+            .filter_map(|n| load_function(&conn, n).transpose())
+            .collect()
+    }
+
+    fn function(&self, name: &FunctionName) -> Result<Option<Function>> {
+        load_function(&self.conn(), name.as_str())
+    }
+
+    fn versions(&self, name: &FunctionName) -> Result<Vec<Version>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT number, spec, created_at_ms FROM versions WHERE function = ?1 ORDER BY number",
+        )?;
+        let rows: Vec<(u32, String, i64)> = stmt
+            .query_map([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(number, spec, created_at_ms)| {
+                Ok(Version {
+                    function: name.clone(),
+                    number,
+                    spec: serde_json::from_str(&spec).map_err(corrupt)?,
+                    created_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn set_active(&self, name: &FunctionName, version: u32) -> Result<Function> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if load_function(&tx, name.as_str())?.is_none() {
+            return Err(StoreError::FunctionNotFound(name.to_string()));
+        }
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM versions WHERE function = ?1 AND number = ?2",
+                params![name.as_str(), version],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(StoreError::VersionNotFound {
+                function: name.to_string(),
+                version,
+            });
+        }
+        tx.execute(
+            "UPDATE functions SET active_version = ?2, updated_at_ms = ?3 WHERE name = ?1",
+            params![name.as_str(), version, now_ms()],
+        )?;
+        let f = load_function(&tx, name.as_str())?
+            .ok_or_else(|| StoreError::FunctionNotFound(name.to_string()))?;
+        tx.commit()?;
+        Ok(f)
+    }
+
+    fn remove(&self, name: &FunctionName) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM functions WHERE name = ?1", [name.as_str()])?;
+        tx.execute("DELETE FROM versions WHERE function = ?1", [name.as_str()])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn append_logs(&self, lines: &[LogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO logs (ts_ms, function, version, request_id, stream, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for l in lines {
+                stmt.execute(params![
+                    l.ts_ms,
+                    l.function,
+                    l.version,
+                    l.request_id,
+                    l.stream.as_str(),
+                    l.line
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn logs(&self, q: &LogQuery) -> Result<Vec<LogLine>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, ts_ms, function, version, request_id, stream, line FROM logs
+             WHERE (?1 IS NULL OR function = ?1)
+               AND (?2 IS NULL OR request_id = ?2)
+               AND (?3 IS NULL OR ts_ms >= ?3)
+               AND (?4 IS NULL OR id > ?4)
+             ORDER BY id DESC LIMIT ?5",
+        )?;
+        let limit = if q.limit == 0 { 1000 } else { q.limit } as i64;
+        let mut lines: Vec<LogLine> = stmt
+            .query_map(
+                params![q.function, q.request_id, q.since_ms, q.after_id, limit],
+                |r| {
+                    let stream: String = r.get(5)?;
+                    Ok(LogLine {
+                        id: r.get(0)?,
+                        ts_ms: r.get(1)?,
+                        function: r.get(2)?,
+                        version: r.get(3)?,
+                        request_id: r.get(4)?,
+                        stream: LogStream::parse(&stream).unwrap_or(LogStream::Platform),
+                        line: r.get(6)?,
+                    })
+                },
+            )?
+            .collect::<Result<_, _>>()?;
+        lines.reverse();
+        Ok(lines)
+    }
+
+    fn prune_logs(&self, keep_per_function: usize, older_than_ms: i64) -> Result<usize> {
+        let conn = self.conn();
+        let mut n = conn.execute("DELETE FROM logs WHERE ts_ms < ?1", [older_than_ms])?;
+        n += conn.execute(
+            "DELETE FROM logs WHERE id IN (
+                SELECT id FROM (
+                    SELECT id, ROW_NUMBER() OVER (PARTITION BY function ORDER BY id DESC) AS rn
+                    FROM logs
+                ) WHERE rn > ?1
+            )",
+            [keep_per_function as i64],
+        )?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wisp_core::Limits;
+
+    fn spec(name: &str, artifact: &str) -> FunctionSpec {
+        FunctionSpec {
+            name: FunctionName::new(name).unwrap(),
+            artifact: artifact.to_string(),
+            routes: vec!["GET /x".parse().unwrap()],
+            env: Default::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    fn name(n: &str) -> FunctionName {
+        FunctionName::new(n).unwrap()
+    }
+
+    #[test]
+    fn deploy_creates_versions_only_for_changes() {
+        let s = SqliteStore::in_memory().unwrap();
+        let c = s
+            .deploy("app", &[spec("a", "1"), spec("b", "1")], true)
+            .unwrap();
+        assert_eq!(
+            c,
+            vec![
+                DeployChange::Created {
+                    function: "a".into(),
+                    version: 1
+                },
+                DeployChange::Created {
+                    function: "b".into(),
+                    version: 1
+                },
+            ]
+        );
+        let c = s
+            .deploy("app", &[spec("a", "2"), spec("b", "1")], true)
+            .unwrap();
+        assert_eq!(
+            c,
+            vec![
+                DeployChange::Created {
+                    function: "a".into(),
+                    version: 2
+                },
+                DeployChange::Unchanged {
+                    function: "b".into(),
+                    version: 1
+                },
+            ]
+        );
+        let c = s.deploy("app", &[spec("a", "2")], true).unwrap();
+        assert_eq!(
+            c,
+            vec![
+                DeployChange::Unchanged {
+                    function: "a".into(),
+                    version: 2
+                },
+                DeployChange::Removed {
+                    function: "b".into()
+                },
+            ]
+        );
+        assert_eq!(s.functions().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rollback_and_roll_forward() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.deploy("app", &[spec("a", "1")], true).unwrap();
+        s.deploy("app", &[spec("a", "2")], true).unwrap();
+        let f = s.set_active(&name("a"), 1).unwrap();
+        assert_eq!((f.active_version, f.latest_version), (1, 2));
+        assert_eq!(f.active.artifact, "1");
+        // Deploying after a rollback makes a new version, numbered after the latest.
+        let c = s.deploy("app", &[spec("a", "3")], true).unwrap();
+        assert_eq!(
+            c,
+            vec![DeployChange::Created {
+                function: "a".into(),
+                version: 3
+            }]
+        );
+        assert!(matches!(
+            s.set_active(&name("a"), 9),
+            Err(StoreError::VersionNotFound { .. })
+        ));
+        assert!(matches!(
+            s.set_active(&name("zz"), 1),
+            Err(StoreError::FunctionNotFound(_))
+        ));
+        assert_eq!(s.versions(&name("a")).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn functions_belong_to_one_app() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.deploy("one", &[spec("a", "1")], true).unwrap();
+        let err = s
+            .deploy("two", &[spec("b", "1"), spec("a", "1")], true)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::OwnedByOtherApp { .. }), "{err}");
+        // Nothing of the failed deploy was applied.
+        assert!(s.function(&name("b")).unwrap().is_none());
+    }
+
+    #[test]
+    fn remove_deletes_function_and_versions() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.deploy("app", &[spec("a", "1")], true).unwrap();
+        assert!(s.remove(&name("a")).unwrap());
+        assert!(!s.remove(&name("a")).unwrap());
+        assert!(s.versions(&name("a")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn logs_filter_page_and_prune() {
+        let s = SqliteStore::in_memory().unwrap();
+        let line = |f: &str, rid: &str, ts: i64| LogLine {
+            id: 0,
+            ts_ms: ts,
+            function: f.into(),
+            version: 1,
+            request_id: rid.into(),
+            stream: LogStream::Stdout,
+            line: format!("{f} {rid}"),
+        };
+        s.append_logs(&[
+            line("a", "r1", 10),
+            line("b", "r2", 20),
+            line("a", "r3", 30),
+        ])
+        .unwrap();
+        let all_a = s
+            .logs(&LogQuery {
+                function: Some("a".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            all_a
+                .iter()
+                .map(|l| l.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r1", "r3"]
+        );
+        let by_req = s
+            .logs(&LogQuery {
+                request_id: Some("r2".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_req.len(), 1);
+        let since = s
+            .logs(&LogQuery {
+                since_ms: Some(20),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(since.len(), 2);
+        let after = s
+            .logs(&LogQuery {
+                after_id: Some(all_a[0].id),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(after.len(), 2);
+        let newest = s
+            .logs(&LogQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(newest[0].request_id, "r3");
+        // Age: r1 is older than 15.
+        assert_eq!(s.prune_logs(10, 15).unwrap(), 1);
+        assert_eq!(s.logs(&LogQuery::default()).unwrap().len(), 2);
+        // Count: keep only the newest line of each function.
+        s.append_logs(&[line("a", "r4", 40)]).unwrap();
+        assert_eq!(s.prune_logs(1, 0).unwrap(), 1);
+        let left = s.logs(&LogQuery::default()).unwrap();
+        assert_eq!(
+            left.iter()
+                .map(|l| l.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r2", "r4"]
+        );
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).unwrap();
+            s.deploy("app", &[spec("a", "1")], true).unwrap();
+            s.record_artifact("1", 3).unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.function(&name("a")).unwrap().unwrap().active_version, 1);
+        assert!(s.has_artifact("1").unwrap());
+    }
+}
