@@ -1,0 +1,401 @@
+use crate::host::{DenyOutbound, HostState, MemoryLimiter};
+use crate::logpipe::LogPipe;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use std::convert::Infallible;
+use std::hash::Hasher;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wisp_core::{Limits, Outcome};
+
+/// How often the epoch advances: the granularity of timeouts and of the yields that keep a
+/// CPU-bound function from starving others on the same thread.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Node-wide settings of the executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Use the pooling instance allocator (fast instantiation, copy-on-write memory).
+    pub pooling: bool,
+    /// Instances that may exist at once on this node (pool slots).
+    pub max_instances: u32,
+    /// Bytes of stdout and of stderr kept per invocation.
+    pub log_capacity: usize,
+    /// Largest response body a function may return.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            pooling: true,
+            max_instances: 1000,
+            log_capacity: 256 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why an upload cannot become a function.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "the upload is not a WebAssembly binary (it does not start with `\\0asm`): upload the `.wasm` file that `cargo build --target wasm32-wasip2` produces"
+    )]
+    NotWasm,
+    #[error(
+        "the upload is a core WebAssembly module, not a component: build for the `wasm32-wasip2` target (or wrap the module with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component is not valid: {0}")]
+    Invalid(String),
+    #[error(
+        "the component imports interfaces Wisp does not provide (functions run in the `wasi:http/proxy` world): {0}"
+    )]
+    UnsupportedImports(String),
+    #[error(
+        "the component does not export `wasi:http/incoming-handler@0.2.x`: a Wisp function must target the `wasi:http/proxy` world (a `wasi:cli` command is not an HTTP function): {0}"
+    )]
+    NotHttp(String),
+}
+
+/// Internal failures of the executor.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("creating the wasmtime engine: {0}")]
+    Engine(String),
+    #[error("loading compiled artifact {path}: {message}")]
+    Load { path: String, message: String },
+}
+
+/// A compiled component, pre-linked and ready to instantiate per request.
+pub struct LoadedComponent {
+    pre: ProxyPre<HostState>,
+}
+
+/// What a single invocation gets besides the request: its environment and limits.
+#[derive(Debug, Clone, Default)]
+pub struct InvocationContext {
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+/// The result of running one request.
+#[derive(Debug)]
+pub struct InvocationResult {
+    pub outcome: Outcome,
+    /// The function's response, when it produced a whole one.
+    pub response: Option<http::Response<Bytes>>,
+    /// Why there is no response (trap message, timeout...).
+    pub error: Option<String>,
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    pub duration: Duration,
+}
+
+/// Owns the wasmtime engine and runs components.
+pub struct Executor {
+    engine: Engine,
+    linker: Linker<HostState>,
+    engine_id: String,
+    config: ExecutorConfig,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+struct ShaHasher(sha2::Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+}
+
+fn wasmtime_config(cfg: &ExecutorConfig, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    config.wasm_component_model(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let n = cfg.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(Limits::MAX_MEMORY_BYTES as usize)
+            .max_unused_warm_slots(n.min(100))
+            .linear_memory_keep_resident(64 * 1024)
+            .table_keep_resident(16 * 1024)
+            .pagemap_scan(Enabled::Auto);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+impl Executor {
+    pub fn new(config: ExecutorConfig) -> Result<Self, ExecutorError> {
+        let engine = match Engine::new(&wasmtime_config(&config, config.pooling)) {
+            Ok(e) => e,
+            Err(e) if config.pooling => {
+                tracing::warn!(
+                    "the pooling instance allocator is unavailable ({e}); falling back to on-demand allocation, which is slower"
+                );
+                Engine::new(&wasmtime_config(&config, false))
+                    .map_err(|e| ExecutorError::Engine(format!("{e:#}")))?
+            }
+            Err(e) => return Err(ExecutorError::Engine(format!("{e:#}"))),
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| ExecutorError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| ExecutorError::Engine(format!("{e:#}")))?;
+
+        let mut h = ShaHasher(sha2::Sha256::default());
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+        let engine_id = hex::encode(&sha2::Digest::finalize(h.0)[..8]);
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("wisp-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| ExecutorError::Engine(format!("starting the epoch thread: {e}")))?;
+
+        Ok(Executor {
+            engine,
+            linker,
+            engine_id,
+            config,
+            stop_ticker,
+        })
+    }
+
+    /// Identifies the engine configuration: compiled artifacts are only valid for the
+    /// engine id they were compiled with.
+    pub fn engine_id(&self) -> &str {
+        &self.engine_id
+    }
+
+    /// Validates that `wasm` is a `wasi:http/proxy` component and compiles it ahead of time.
+    /// Returns the serialized compiled artifact, to be stored and later [`load`](Self::load)ed.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
+        if !wasm.starts_with(b"\0asm") || wasm.len() < 8 {
+            return Err(CompileError::NotWasm);
+        }
+        // The 2-byte layer field after the version: 0 for core modules, 1 for components.
+        if wasm[6..8] == [0, 0] {
+            return Err(CompileError::CoreModule);
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| CompileError::UnsupportedImports(format!("{e:#}")))?;
+        ProxyPre::new(pre).map_err(|e| CompileError::NotHttp(format!("{e:#}")))?;
+        component
+            .serialize()
+            .map_err(|e| CompileError::Invalid(format!("serializing: {e:#}")))
+    }
+
+    /// Loads an artifact produced by [`compile`](Self::compile), without recompiling.
+    pub fn load(&self, compiled: &Path) -> Result<LoadedComponent, ExecutorError> {
+        let err = |e: wasmtime::Error| ExecutorError::Load {
+            path: compiled.display().to_string(),
+            message: format!("{e:#}"),
+        };
+        // SAFETY: `deserialize_file` trusts its input to be machine code that this engine
+        // configuration produced. Compiled artifacts are only ever written by this
+        // executor's `compile` (via the store's atomic write) into the data directory,
+        // under a folder named by `engine_id`, so the file is one we produced for this very
+        // configuration; wasmtime additionally checks the header and engine compatibility.
+        #[allow(unsafe_code)]
+        let component =
+            unsafe { Component::deserialize_file(&self.engine, compiled) }.map_err(err)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(err)?;
+        let pre = ProxyPre::new(pre).map_err(err)?;
+        Ok(LoadedComponent { pre })
+    }
+
+    /// Runs one request in a fresh instance of `component`.
+    pub async fn invoke(
+        &self,
+        component: &LoadedComponent,
+        request: http::Request<Bytes>,
+        ctx: &InvocationContext,
+    ) -> InvocationResult {
+        let start = Instant::now();
+        let timeout = Duration::from_millis(ctx.limits.timeout_ms);
+        let deadline = start + timeout;
+        let stdout = LogPipe::new(self.config.log_capacity);
+        let stderr = LogPipe::new(self.config.log_capacity);
+        let oom = Arc::new(AtomicBool::new(false));
+
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(&ctx.env)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                limiter: MemoryLimiter {
+                    max_bytes: usize::try_from(ctx.limits.memory_bytes).unwrap_or(usize::MAX),
+                    hit: oom.clone(),
+                },
+                hooks: DenyOutbound,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let (parts, body) = request.into_parts();
+        let body = Full::new(body)
+            .map_err(|e: Infallible| -> wasmtime_wasi_http::Error { match e {} })
+            .boxed_unsync();
+        let request = hyper::Request::from_parts(parts, body);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let prepared = (|| {
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, request)?;
+            let out = store.data_mut().http().new_response_outparam(tx)?;
+            Ok::<_, wasmtime::Error>((req, out))
+        })();
+        let (req, out) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                return InvocationResult {
+                    outcome: Outcome::Error,
+                    response: None,
+                    error: Some(format!("preparing the request: {e:#}")),
+                    stdout: Bytes::new(),
+                    stderr: Bytes::new(),
+                    duration: start.elapsed(),
+                };
+            }
+        };
+
+        let pre = component.pre.clone();
+        let guest = async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        let max_response = self.config.max_response_bytes;
+        let response = async move {
+            match rx.await {
+                Ok(Ok(resp)) => {
+                    let (parts, body) = resp.into_parts();
+                    match Limited::new(body, max_response).collect().await {
+                        Ok(c) => Ok(http::Response::from_parts(parts, c.to_bytes())),
+                        Err(e) => Err(Some(format!("reading the response body: {e}"))),
+                    }
+                }
+                Ok(Err(code)) => Err(Some(format!("the function answered with error {code:?}"))),
+                Err(_) => Err(None),
+            }
+        };
+        // Guest and response body run together: the guest may keep writing the body after
+        // it has set the response. A guest blocked in a host call (e.g. sleeping) is not
+        // interrupted by epochs, so the whole invocation also runs under a tokio timeout.
+        let joined = tokio::time::timeout(timeout + EPOCH_TICK * 4, async {
+            tokio::join!(guest, response)
+        })
+        .await;
+        let oom = oom.load(Ordering::Relaxed);
+        let (outcome, response, error) = match joined {
+            Err(_) => (Outcome::Timeout, None, Some(timeout_message(timeout))),
+            Ok((guest, response)) => match (guest, response) {
+                (Ok(()), Ok(resp)) => (Outcome::Success, Some(resp), None),
+                (Err(e), _) if is_interrupt(&e) => {
+                    (Outcome::Timeout, None, Some(timeout_message(timeout)))
+                }
+                (_, _) if oom => (
+                    Outcome::OutOfMemory,
+                    None,
+                    Some(format!(
+                        "the function exceeded its memory limit of {}",
+                        wisp_core::ByteSize(ctx.limits.memory_bytes)
+                    )),
+                ),
+                (Err(e), _) => (
+                    Outcome::Error,
+                    None,
+                    Some(format!("the function failed: {e:#}")),
+                ),
+                (Ok(()), Err(Some(msg))) => (Outcome::Error, None, Some(msg)),
+                (Ok(()), Err(None)) => (
+                    Outcome::Error,
+                    None,
+                    Some("the function returned without setting a response".to_string()),
+                ),
+            },
+        };
+        InvocationResult {
+            outcome,
+            response,
+            error,
+            stdout: stdout.take(),
+            stderr: stderr.take(),
+            duration: start.elapsed(),
+        }
+    }
+}
+
+fn timeout_message(timeout: Duration) -> String {
+    format!(
+        "the function did not finish within its timeout of {}ms",
+        timeout.as_millis()
+    )
+}
+
+fn is_interrupt(e: &wasmtime::Error) -> bool {
+    matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt))
+}
