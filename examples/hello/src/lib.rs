@@ -9,6 +9,7 @@ use std::io::Write as _;
 use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
+use wasi::io::streams::OutputStream;
 
 struct Hello;
 
@@ -34,11 +35,9 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
 
 /// Sends a complete response: status, `content-type` and the whole body.
 fn send(response_out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let headers = Fields::from_list(&[(
-        "content-type".to_string(),
-        content_type.as_bytes().to_vec(),
-    )])
-    .expect("content-type is a valid header");
+    let headers =
+        Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
+            .expect("content-type is a valid header");
     let response = OutgoingResponse::new(headers);
     response
         .set_status_code(status)
@@ -48,7 +47,7 @@ fn send(response_out: ResponseOutparam, status: u16, content_type: &str, body: &
     ResponseOutparam::set(response_out, Ok(response));
     {
         let mut stream = outgoing.write().expect("body stream is taken once");
-        if let Err(err) = stream.write_all(body).and_then(|()| stream.flush()) {
+        if let Err(err) = write_all_and_flush(&mut stream, body) {
             eprintln!("hello: failed to write response body: {err}");
             return;
         }
@@ -56,6 +55,15 @@ fn send(response_out: ResponseOutparam, status: u16, content_type: &str, body: &
     if let Err(err) = OutgoingBody::finish(outgoing, None) {
         eprintln!("hello: failed to finish response body: {err:?}");
     }
+}
+
+/// Writes all of `bytes` and waits until the host has taken them.
+///
+/// Note: `OutputStream` has inherent (non-blocking) `write`/`flush` methods
+/// from WASI that shadow `std::io::Write`'s, so call the trait explicitly.
+fn write_all_and_flush(stream: &mut OutputStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes)?;
+    std::io::Write::flush(stream)
 }
 
 /// The request path without its query string.
