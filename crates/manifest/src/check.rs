@@ -1,0 +1,887 @@
+//! Walks the YAML tree and turns it into a [`Manifest`], or the first error found.
+
+use crate::suggest::{closest, env_name_like, name_like};
+use crate::yaml::{self, Kind, Node, Pos};
+use crate::{FunctionManifest, Manifest, ManifestError, Source};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use wisp_core::{
+    ByteSize, FunctionName, Limits, LimitsError, NameError, RouteError, RouteSpec, RouteTable,
+    parse_byte_size, parse_duration_ms,
+};
+
+type Result<T> = std::result::Result<T, ManifestError>;
+
+const TOP_FIELDS: &[&str] = &["app", "functions"];
+const TOP_ALIASES: &[(&str, &str)] = &[
+    ("name", "app"),
+    ("application", "app"),
+    ("fns", "functions"),
+];
+
+const FUNCTION_FIELDS: &[&str] = &["source", "routes", "env", "limits"];
+const FUNCTION_ALIASES: &[(&str, &str)] = &[
+    ("src", "source"),
+    ("path", "source"),
+    ("file", "source"),
+    ("wasm", "source"),
+    ("crate", "source"),
+    ("dir", "source"),
+    ("route", "routes"),
+    ("paths", "routes"),
+    ("http", "routes"),
+    ("endpoints", "routes"),
+    ("environment", "env"),
+    ("variables", "env"),
+    ("vars", "env"),
+];
+
+const LIMIT_FIELDS: &[&str] = &["timeout", "memory", "max_body", "max_concurrency"];
+const LIMIT_ALIASES: &[(&str, &str)] = &[
+    ("mem", "memory"),
+    ("body", "max_body"),
+    ("body_size", "max_body"),
+    ("body_limit", "max_body"),
+    ("concurrency_limit", "max_concurrency"),
+    ("time_limit", "timeout"),
+];
+
+const EXAMPLE_FUNCTIONS: &str = "`functions: {hello: {source: ./hello}}`";
+
+pub(crate) struct Checker<'a> {
+    src: &'a str,
+    file: &'a Path,
+    dir: PathBuf,
+}
+
+/// A map's known fields, each with its key node and value node.
+struct Fields<'n> {
+    found: Vec<(&'static str, &'n Node, &'n Node)>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<(&'n Node, &'n Node)> {
+        self.found
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, k, v)| (*k, *v))
+    }
+}
+
+/// A route seen so far, to report both places of a duplicate.
+struct SeenRoute {
+    route: RouteSpec,
+    pos: Pos,
+    field: String,
+}
+
+/// Where to point for an error about the value of `key: value`: the value, unless it is
+/// empty (then the parser's position for it is not helpful).
+fn at(key: &Node, value: &Node) -> Pos {
+    if matches!(value.kind, Kind::Null) || !value.pos.is_known() {
+        key.pos
+    } else {
+        value.pos
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn fmt_duration(ms: u64) -> String {
+    if ms >= 60_000 && ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms >= 1000 && ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn name_error(what: &str, e: &NameError) -> String {
+    match e {
+        NameError::Empty => format!("{what} name cannot be empty: write e.g. `get-user`"),
+        NameError::TooLong(s) => {
+            format!("{what} name `{s}` is longer than 63 characters: use a shorter name")
+        }
+        NameError::Invalid(s) => {
+            let mut m = format!(
+                "{what} name `{s}` is not valid: use lowercase letters, digits and `-`, start with a letter and do not end with `-`"
+            );
+            match name_like(s) {
+                Some(n) => m.push_str(&format!("; did you mean `{n}`?")),
+                None => m.push_str(" (e.g. `get-user`)"),
+            }
+            m
+        }
+    }
+}
+
+/// What to do about a YAML syntax error, from the parser's message.
+fn syntax_hint(msg: &str) -> &'static str {
+    let m = msg.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&["tab"]) {
+        "; indent with spaces, not tabs"
+    } else if has(&["flow sequence", "flow mapping", "bracket", "brace"]) {
+        "; close every `[` and `{`, and inside them quote values that contain `{`, `}`, `[`, `]` or `,`, e.g. `routes: [\"GET /users/{id}\"]`"
+    } else if has(&["mapping values are not allowed"]) {
+        "; quote a value that contains `: `, or put a nested map on its own indented lines"
+    } else if has(&["quote"]) {
+        "; close the quote, or escape quotes inside the value"
+    } else if has(&["multiple", "document"]) {
+        "; a manifest is one YAML document: remove the `---` line and what follows it"
+    } else if has(&["anchor", "unknown value", "alias"]) {
+        "; define `&name` before using `*name`"
+    } else if has(&["indent", "block", "expected key"]) {
+        "; check the indentation: a field must line up with the fields beside it and be indented more than the one it belongs to"
+    } else {
+        ""
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(src: &'a str, file: &'a Path) -> Self {
+        let dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Checker { src, file, dir }
+    }
+
+    fn err(&self, pos: Pos, field: &str, message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: self.file.to_path_buf(),
+            line: (pos.line > 0).then_some(pos.line),
+            column: (pos.line > 0 && pos.column > 0).then_some(pos.column),
+            field: (!field.is_empty()).then(|| field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// `wisp.yaml:8:9`, for messages that point at a second place.
+    fn place(&self, pos: Pos) -> String {
+        let mut s = self.file.display().to_string();
+        if pos.line > 0 {
+            s.push_str(&format!(":{}", pos.line));
+            if pos.column > 0 {
+                s.push_str(&format!(":{}", pos.column));
+            }
+        }
+        s
+    }
+
+    pub(crate) fn manifest(&self) -> Result<Manifest> {
+        let root = yaml::parse(self.src).map_err(|(msg, pos)| {
+            self.err(pos, "", format!("invalid YAML: {msg}{}", syntax_hint(&msg)))
+        })?;
+        let entries = match &root.kind {
+            Kind::Null => {
+                return Err(self.err(
+                    Pos { line: 1, column: 0 },
+                    "",
+                    format!(
+                        "the manifest is empty: write `app: NAME` and a `functions` map, e.g. `app: shop` and {EXAMPLE_FUNCTIONS}"
+                    ),
+                ));
+            }
+            Kind::Map(entries) => entries,
+            _ => {
+                return Err(self.err(
+                    root.pos,
+                    "",
+                    format!(
+                        "the manifest must be a map with `app` and `functions`, not {}: e.g. `app: shop` and {EXAMPLE_FUNCTIONS}",
+                        root.describe()
+                    ),
+                ));
+            }
+        };
+        let fields = self.fields("", entries, TOP_FIELDS, TOP_ALIASES, |key, value| {
+            let looks_like_function = matches!(&value.kind, Kind::Map(e)
+                if e.iter().any(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == "source")));
+            looks_like_function
+                .then(|| format!("; to declare function `{key}`, indent it under `functions:`"))
+        })?;
+        let app = match fields.get("app") {
+            Some((k, v)) => self.app(k, v)?,
+            None => {
+                return Err(self.err(
+                    root.pos,
+                    "app",
+                    "missing `app`: add e.g. `app: shop` (lowercase letters, digits and `-`)",
+                ));
+            }
+        };
+        let functions = match fields.get("functions") {
+            Some((k, v)) => self.functions(k, v)?,
+            None => {
+                return Err(self.err(
+                    root.pos,
+                    "functions",
+                    format!(
+                        "missing `functions`: add a map of function name to settings, e.g. {EXAMPLE_FUNCTIONS}"
+                    ),
+                ));
+            }
+        };
+        Ok(Manifest {
+            app,
+            file: self.file.to_path_buf(),
+            dir: self.dir.clone(),
+            functions,
+        })
+    }
+
+    /// The text of a map key. Keys must be scalars.
+    fn key_text(&self, path: &str, key: &Node) -> Result<String> {
+        match &key.kind {
+            Kind::Str(s) => Ok(s.clone()),
+            Kind::Seq(_) | Kind::Map(_) => Err(self.err(
+                key.pos,
+                path,
+                format!("a key must be a plain name, not {}", key.describe()),
+            )),
+            _ => Ok(key.display(self.src)),
+        }
+    }
+
+    /// Checks a map with a fixed set of fields: every key is known and appears once.
+    fn fields<'n>(
+        &self,
+        path: &str,
+        entries: &'n [(Node, Node)],
+        allowed: &'static [&'static str],
+        aliases: &[(&str, &'static str)],
+        hint: impl Fn(&str, &Node) -> Option<String>,
+    ) -> Result<Fields<'n>> {
+        let mut fields = Fields { found: Vec::new() };
+        for (k, v) in entries {
+            let key = self.key_text(path, k)?;
+            let field = join(path, &key);
+            let Some(name) = allowed.iter().find(|a| **a == key) else {
+                let list = allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut msg = format!("unknown field `{key}`, expected one of {list}");
+                if let Some(h) = hint(&key, v) {
+                    msg.push_str(&h);
+                } else if let Some(c) = closest(&key, allowed, aliases) {
+                    msg.push_str(&format!("; did you mean `{c}`?"));
+                }
+                return Err(self.err(k.pos, &field, msg));
+            };
+            if let Some((first, _)) = fields.get(name) {
+                return Err(self.err(
+                    k.pos,
+                    &field,
+                    format!(
+                        "`{key}` is set twice: here and at {}; keep only one",
+                        self.place(first.pos)
+                    ),
+                ));
+            }
+            fields.found.push((name, k, v));
+        }
+        Ok(fields)
+    }
+
+    /// Checks a map whose keys are names the user chooses: keys are scalars and unique.
+    /// Returns `(key text, key node, value node)` in file order.
+    fn named<'n>(
+        &self,
+        path: &str,
+        what: &str,
+        entries: &'n [(Node, Node)],
+    ) -> Result<Vec<(String, &'n Node, &'n Node)>> {
+        let mut out: Vec<(String, &Node, &Node)> = Vec::new();
+        for (k, v) in entries {
+            let key = self.key_text(path, k)?;
+            if let Some((_, first, _)) = out.iter().find(|(n, _, _)| *n == key) {
+                return Err(self.err(
+                    k.pos,
+                    &join(path, &key),
+                    format!(
+                        "{what} `{key}` is defined twice: here and at {}; rename or remove one of them",
+                        self.place(first.pos)
+                    ),
+                ));
+            }
+            out.push((key, k, v));
+        }
+        Ok(out)
+    }
+
+    fn app(&self, k: &Node, v: &Node) -> Result<String> {
+        let name = match &v.kind {
+            Kind::Null => {
+                return Err(self.err(k.pos, "app", "`app` has no value: write e.g. `app: shop`"));
+            }
+            Kind::Seq(_) | Kind::Map(_) => {
+                return Err(self.err(
+                    v.pos,
+                    "app",
+                    format!(
+                        "`app` must be a name, not {}: write e.g. `app: shop`",
+                        v.describe()
+                    ),
+                ));
+            }
+            _ => v.display(self.src),
+        };
+        FunctionName::new(name.clone())
+            .map_err(|e| self.err(v.pos, "app", name_error("app", &e)))?;
+        Ok(name)
+    }
+
+    fn functions(&self, k: &Node, v: &Node) -> Result<Vec<FunctionManifest>> {
+        let empty = || {
+            self.err(
+                at(k, v),
+                "functions",
+                format!(
+                    "`functions` is empty: add at least one function, e.g. {EXAMPLE_FUNCTIONS}"
+                ),
+            )
+        };
+        let entries = match &v.kind {
+            Kind::Null => return Err(empty()),
+            Kind::Map(e) if e.is_empty() => return Err(empty()),
+            Kind::Map(e) => e,
+            _ => {
+                return Err(self.err(
+                    v.pos,
+                    "functions",
+                    format!(
+                        "`functions` must be a map of function name to settings, not {}: e.g. {EXAMPLE_FUNCTIONS}",
+                        v.describe()
+                    ),
+                ));
+            }
+        };
+        let mut table = RouteTable::new();
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for (name, fk, fv) in self.named("functions", "function", entries)? {
+            let path = join("functions", &name);
+            let name = FunctionName::new(name)
+                .map_err(|e| self.err(fk.pos, &path, name_error("function", &e)))?;
+            out.push(self.function(&path, name, fk, fv, &mut table, &mut seen)?);
+        }
+        Ok(out)
+    }
+
+    fn function(
+        &self,
+        path: &str,
+        name: FunctionName,
+        k: &Node,
+        v: &Node,
+        table: &mut RouteTable<usize>,
+        seen: &mut Vec<SeenRoute>,
+    ) -> Result<FunctionManifest> {
+        let entries = match &v.kind {
+            Kind::Map(e) => e,
+            Kind::Null => {
+                return Err(self.err(
+                    k.pos,
+                    path,
+                    format!(
+                        "function `{name}` has no settings: add `source: ./{name}` (a `.wasm` file or a Rust crate directory) indented under it"
+                    ),
+                ));
+            }
+            Kind::Str(s) => {
+                return Err(self.err(
+                    v.pos,
+                    path,
+                    format!(
+                        "function `{name}` must be a map of settings, not a string: write `{name}: {{source: {s}}}`, or `source: {s}` indented on the next line"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(self.err(
+                    v.pos,
+                    path,
+                    format!(
+                        "function `{name}` must be a map of settings, not {}: e.g. `{name}: {{source: ./{name}}}`",
+                        v.describe()
+                    ),
+                ));
+            }
+        };
+        let fields = self.fields(
+            path,
+            entries,
+            FUNCTION_FIELDS,
+            FUNCTION_ALIASES,
+            |key, _| {
+                if LIMIT_FIELDS.contains(&key) {
+                    Some(format!("; `{key}` is a limit: indent it under `limits:`"))
+                } else if key == "name" {
+                    Some("; a function's name is its key under `functions:`".to_string())
+                } else {
+                    None
+                }
+            },
+        )?;
+        let source = match fields.get("source") {
+            Some((sk, sv)) => self.source(&join(path, "source"), sk, sv)?,
+            None => {
+                return Err(self.err(
+                    k.pos,
+                    &join(path, "source"),
+                    format!(
+                        "function `{name}` has no `source`: add e.g. `source: ./{name}` (the path of a `.wasm` file or of a Rust crate directory)"
+                    ),
+                ));
+            }
+        };
+        let routes = match fields.get("routes") {
+            Some((rk, rv)) => self.routes(&join(path, "routes"), rk, rv, table, seen)?,
+            None => Vec::new(),
+        };
+        let env = match fields.get("env") {
+            Some((ek, ev)) => self.env(&join(path, "env"), ek, ev)?,
+            None => BTreeMap::new(),
+        };
+        let limits = match fields.get("limits") {
+            Some((lk, lv)) => self.limits(&join(path, "limits"), lk, lv)?,
+            None => Limits::default(),
+        };
+        Ok(FunctionManifest {
+            name,
+            source,
+            routes,
+            env,
+            limits,
+            line: k.pos.line,
+        })
+    }
+
+    fn source(&self, field: &str, k: &Node, v: &Node) -> Result<Source> {
+        const WHAT: &str =
+            "the path of a `.wasm` file or of a Rust crate directory, relative to the manifest";
+        let raw = match &v.kind {
+            Kind::Str(s) if !s.trim().is_empty() => s.as_str(),
+            Kind::Null | Kind::Str(_) => {
+                return Err(self.err(
+                    at(k, v),
+                    field,
+                    format!("`source` is empty: write {WHAT}, e.g. `source: ./get-user`"),
+                ));
+            }
+            _ => {
+                return Err(self.err(
+                    v.pos,
+                    field,
+                    format!(
+                        "`source` must be a path, not {}: write {WHAT}, e.g. `source: ./get-user`",
+                        v.describe()
+                    ),
+                ));
+            }
+        };
+        // Collecting the components drops the `.` in `dir/./x`.
+        let resolved: PathBuf = self.dir.join(raw).components().collect();
+        let shown = std::path::absolute(&resolved).unwrap_or_else(|_| resolved.clone());
+        let shown = shown.display();
+        let Ok(meta) = std::fs::metadata(&resolved) else {
+            return Err(self.err(
+                v.pos,
+                field,
+                format!("source `{raw}` not found (resolved to {shown}): write {WHAT}"),
+            ));
+        };
+        if meta.is_dir() {
+            if resolved.join("Cargo.toml").is_file() {
+                return Ok(Source::RustCrate(resolved));
+            }
+            return Err(self.err(
+                v.pos,
+                field,
+                format!(
+                    "source `{raw}` is a directory without a `Cargo.toml` (resolved to {shown}): point `source` at a Rust crate directory or at a `.wasm` file"
+                ),
+            ));
+        }
+        if resolved.extension().is_some_and(|e| e == "wasm") {
+            return Ok(Source::WasmFile(resolved));
+        }
+        if resolved.file_name().is_some_and(|n| n == "Cargo.toml") {
+            let dir = Path::new(raw)
+                .parent()
+                .map(|p| p.display().to_string())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| ".".to_string());
+            return Err(self.err(
+                v.pos,
+                field,
+                format!(
+                    "source `{raw}` is a `Cargo.toml` file: point `source` at the crate's directory instead, e.g. `source: {dir}`"
+                ),
+            ));
+        }
+        Err(self.err(
+            v.pos,
+            field,
+            format!(
+                "source `{raw}` is not a `.wasm` file (resolved to {shown}): point `source` at a compiled `.wasm` component or at a Rust crate directory"
+            ),
+        ))
+    }
+
+    fn routes(
+        &self,
+        path: &str,
+        k: &Node,
+        v: &Node,
+        table: &mut RouteTable<usize>,
+        seen: &mut Vec<SeenRoute>,
+    ) -> Result<Vec<RouteSpec>> {
+        let items = match &v.kind {
+            Kind::Null => return Ok(Vec::new()),
+            Kind::Seq(items) => items,
+            Kind::Str(s) => {
+                return Err(self.err(
+                    v.pos,
+                    path,
+                    format!(
+                        "`routes` must be a list: write `routes: [\"{s}\"]`, or `- {s}` indented on the next line"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(self.err(
+                    at(k, v),
+                    path,
+                    format!(
+                        "`routes` must be a list of `METHOD /path` strings, not {}: e.g. `routes: [\"GET /users/{{id}}\"]`",
+                        v.describe()
+                    ),
+                ));
+            }
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("{path}[{i}]");
+            let text = match &item.kind {
+                Kind::Str(s) => s.clone(),
+                Kind::Map(e) if e.len() == 1 && matches!(e[0].1.kind, Kind::Str(_)) => {
+                    let m = e[0].0.display(self.src);
+                    let p = e[0].1.display(self.src);
+                    return Err(self.err(
+                        item.pos,
+                        &field,
+                        format!(
+                            "a route is one string `METHOD /path`, not a map: write `- {m} {p}` (without the `:`)"
+                        ),
+                    ));
+                }
+                Kind::Null => {
+                    return Err(self.err(
+                        item.pos,
+                        &field,
+                        "empty route: write `METHOD /path`, e.g. `- GET /users/{id}`, or remove the `-`",
+                    ));
+                }
+                _ => {
+                    return Err(self.err(
+                        item.pos,
+                        &field,
+                        format!(
+                            "a route must be a `METHOD /path` string, not {}: e.g. `- GET /users/{{id}}`",
+                            item.describe()
+                        ),
+                    ));
+                }
+            };
+            let route: RouteSpec = text
+                .parse()
+                .map_err(|e: RouteError| self.err(item.pos, &field, e.to_string()))?;
+            if let Err(e) = table.insert(route.clone(), seen.len()) {
+                return Err(self.route_clash(&route, item.pos, &field, e, seen));
+            }
+            seen.push(SeenRoute {
+                route: route.clone(),
+                pos: item.pos,
+                field,
+            });
+            out.push(route);
+        }
+        Ok(out)
+    }
+
+    fn route_clash(
+        &self,
+        route: &RouteSpec,
+        pos: Pos,
+        field: &str,
+        e: RouteError,
+        seen: &[SeenRoute],
+    ) -> ManifestError {
+        let msg = match &e {
+            RouteError::Duplicate(_) => seen.iter().find(|s| s.route == *route).map(|s| {
+                format!(
+                    "route {route} is defined twice: here and at {} ({}); remove one of them",
+                    self.place(s.pos),
+                    s.field
+                )
+            }),
+            RouteError::Conflict(_, other) => {
+                seen.iter().find(|s| s.route.to_string() == *other).map(|s| {
+                    format!(
+                        "route {route} conflicts with route {other} at {} ({}): they match the same requests; remove one or change its path",
+                        self.place(s.pos),
+                        s.field
+                    )
+                })
+            }
+            _ => None,
+        };
+        self.err(pos, field, msg.unwrap_or_else(|| e.to_string()))
+    }
+
+    fn env(&self, path: &str, k: &Node, v: &Node) -> Result<BTreeMap<String, String>> {
+        let entries = match &v.kind {
+            Kind::Null => return Ok(BTreeMap::new()),
+            Kind::Map(e) => e,
+            Kind::Seq(items) => {
+                let mut msg =
+                    "`env` must be a map of NAME: value, not a list: e.g. `env: {GREETING: Hello}`"
+                        .to_string();
+                if let Some(Kind::Str(s)) = items.first().map(|i| &i.kind)
+                    && let Some((name, value)) = s.split_once('=')
+                {
+                    msg.push_str(&format!("; write `{name}: {value}` instead of `- {s}`"));
+                }
+                return Err(self.err(v.pos, path, msg));
+            }
+            _ => {
+                return Err(self.err(
+                    at(k, v),
+                    path,
+                    format!(
+                        "`env` must be a map of NAME: value, not {}: e.g. `env: {{GREETING: Hello}}`",
+                        v.describe()
+                    ),
+                ));
+            }
+        };
+        let mut out = BTreeMap::new();
+        for (name, ek, ev) in self.named(path, "env var", entries)? {
+            let field = join(path, &name);
+            if !is_env_name(&name) {
+                let mut msg = format!(
+                    "env var name `{name}` is not valid: use letters, digits and `_`, and do not start with a digit"
+                );
+                match env_name_like(&name) {
+                    Some(n) => msg.push_str(&format!("; did you mean `{n}`?")),
+                    None => msg.push_str(" (e.g. `API_URL`)"),
+                }
+                return Err(self.err(ek.pos, &field, msg));
+            }
+            let value = match &ev.kind {
+                Kind::Str(s) => s.clone(),
+                Kind::Null => {
+                    return Err(self.err(
+                        ek.pos,
+                        &field,
+                        format!(
+                            "env var `{name}` has no value: write `{name}: \"\"` for an empty value, or remove it"
+                        ),
+                    ));
+                }
+                Kind::Bool(_) | Kind::Int(_) | Kind::Float(_) => {
+                    let text = ev.display(self.src);
+                    return Err(self.err(
+                        ev.pos,
+                        &field,
+                        format!(
+                            "env var `{name}` is {} in YAML, but env values are strings: quote it, `{name}: \"{text}\"`",
+                            ev.describe()
+                        ),
+                    ));
+                }
+                Kind::Seq(_) | Kind::Map(_) => {
+                    return Err(self.err(
+                        ev.pos,
+                        &field,
+                        format!(
+                            "env var `{name}` must be a string, not {}: e.g. `{name}: value`; to pass structured data, quote it as one string",
+                            ev.describe()
+                        ),
+                    ));
+                }
+            };
+            out.insert(name, value);
+        }
+        Ok(out)
+    }
+
+    fn limits(&self, path: &str, k: &Node, v: &Node) -> Result<Limits> {
+        let entries = match &v.kind {
+            Kind::Null => return Ok(Limits::default()),
+            Kind::Map(e) => e,
+            _ => {
+                return Err(self.err(
+                    v.pos,
+                    path,
+                    format!(
+                        "`limits` must be a map, not {}: e.g. `limits: {{timeout: 10s, memory: 128MiB}}`",
+                        v.describe()
+                    ),
+                ));
+            }
+        };
+        let fields = self.fields(path, entries, LIMIT_FIELDS, LIMIT_ALIASES, |_, _| None)?;
+        let mut limits = Limits::default();
+        let defaults = Limits::default();
+
+        // A scalar limit's text, or an error saying what to write.
+        let scalar = |name: &str,
+                      example: &str,
+                      default: String|
+         -> Result<Option<(Pos, String, &Node)>> {
+            let Some((fk, fv)) = fields.get(name) else {
+                return Ok(None);
+            };
+            let field = join(path, name);
+            match &fv.kind {
+                Kind::Null => Err(self.err(
+                    fk.pos,
+                    &field,
+                    format!(
+                        "`{name}` has no value: write e.g. `{name}: {example}`, or remove it to use the default ({default})"
+                    ),
+                )),
+                Kind::Seq(_) | Kind::Map(_) => Err(self.err(
+                    fv.pos,
+                    &field,
+                    format!("`{name}` must be a single value, not {}: e.g. `{name}: {example}`", fv.describe()),
+                )),
+                _ => Ok(Some((fv.pos, fv.display(self.src), fv))),
+            }
+        };
+        let bad =
+            |name: &str, pos: Pos, e: LimitsError| self.err(pos, &join(path, name), e.to_string());
+
+        let timeout = scalar("timeout", "10s", fmt_duration(defaults.timeout_ms))?;
+        if let Some((pos, text, _)) = &timeout {
+            limits.timeout_ms = parse_duration_ms(text).map_err(|e| bad("timeout", *pos, e))?;
+        }
+        let memory = scalar(
+            "memory",
+            "128MiB",
+            ByteSize(defaults.memory_bytes).to_string(),
+        )?;
+        if let Some((pos, text, _)) = &memory {
+            limits.memory_bytes = parse_byte_size(text).map_err(|e| bad("memory", *pos, e))?;
+        }
+        let max_body = scalar(
+            "max_body",
+            "6MiB",
+            ByteSize(defaults.max_body_bytes).to_string(),
+        )?;
+        if let Some((pos, text, _)) = &max_body {
+            limits.max_body_bytes = parse_byte_size(text).map_err(|e| bad("max_body", *pos, e))?;
+        }
+        let concurrency = scalar(
+            "max_concurrency",
+            "100",
+            defaults.max_concurrency.to_string(),
+        )?;
+        let range = format!("between 1 and {}", Limits::MAX_MAX_CONCURRENCY);
+        if let Some((pos, text, node)) = &concurrency {
+            let field = join(path, "max_concurrency");
+            limits.max_concurrency = match &node.kind {
+                Kind::Int(n) => u32::try_from(*n).map_err(|_| {
+                    self.err(
+                        *pos,
+                        &field,
+                        format!(
+                            "max_concurrency `{text}` is out of range: use a whole number {range}"
+                        ),
+                    )
+                })?,
+                Kind::Str(s) if s.trim().parse::<u64>().is_ok() => {
+                    return Err(self.err(
+                        *pos,
+                        &field,
+                        format!(
+                            "max_concurrency must be a number, not a string: write it without quotes, `max_concurrency: {}`",
+                            s.trim()
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(self.err(
+                        *pos,
+                        &field,
+                        format!(
+                            "max_concurrency `{text}` is not a whole number: write a number {range}, e.g. `max_concurrency: 100`"
+                        ),
+                    ));
+                }
+            };
+        }
+
+        limits.validate().map_err(|e| {
+            let (name, given, msg) = match &e {
+                LimitsError::Timeout(_) => (
+                    "timeout",
+                    &timeout,
+                    format!(
+                        "use a duration between 1ms and {}",
+                        fmt_duration(Limits::MAX_TIMEOUT_MS)
+                    ),
+                ),
+                LimitsError::Memory(_) => (
+                    "memory",
+                    &memory,
+                    format!(
+                        "use a size between {} and {}",
+                        ByteSize(Limits::MIN_MEMORY_BYTES),
+                        ByteSize(Limits::MAX_MEMORY_BYTES)
+                    ),
+                ),
+                LimitsError::Body(_) => (
+                    "max_body",
+                    &max_body,
+                    format!("use at most {}", ByteSize(Limits::MAX_MAX_BODY_BYTES)),
+                ),
+                LimitsError::Concurrency(_) => (
+                    "max_concurrency",
+                    &concurrency,
+                    format!("use a whole number {range}"),
+                ),
+                other => return self.err(at(k, v), path, other.to_string()),
+            };
+            match given {
+                Some((pos, text, _)) => self.err(
+                    *pos,
+                    &join(path, name),
+                    format!("{name} `{text}` is out of range: {msg}"),
+                ),
+                None => self.err(at(k, v), path, e.to_string()),
+            }
+        })?;
+        Ok(limits)
+    }
+}
