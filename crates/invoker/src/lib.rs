@@ -1,1 +1,285 @@
-//! placeholder
+//! The invoker: the one path every trigger (HTTP gateway, `wisp invoke`, and later
+//! schedules, queues and uploads) takes to run a function.
+//!
+//! It holds the live registry (active versions and the route table, swapped atomically on
+//! deploy), loads compiled components on demand, applies per-function concurrency limits,
+//! runs the request on the executor and records the function's log lines.
+//!
+//! It does not parse HTTP from the network or serve the platform API: the gateway and api
+//! crates do, and hand it an [`Invocation`].
+#![forbid(unsafe_code)]
+
+mod logs;
+mod registry;
+
+pub use logs::{LogSink, Retention};
+pub use registry::{ActiveFunction, Registry};
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use wisp_core::{FunctionName, LogLine, LogStream, Outcome, Trigger};
+use wisp_executor::{CompileError, Executor, InvocationContext, LoadedComponent};
+use wisp_store::{ArtifactDir, Store};
+
+/// One request to run a function, from any trigger.
+#[derive(Debug)]
+pub struct Invocation {
+    pub function: Arc<ActiveFunction>,
+    pub trigger: Trigger,
+    pub request_id: String,
+    pub request: http::Request<Bytes>,
+}
+
+/// A function ran (whatever its outcome).
+#[derive(Debug)]
+pub struct Completed {
+    pub version: u32,
+    pub outcome: Outcome,
+    /// The function's response when `outcome` is [`Outcome::Success`].
+    pub response: Option<http::Response<Bytes>>,
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+/// Why a function did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error(
+        "function `{function}` is at its concurrency limit of {limit}; retry later or raise `limits.max_concurrency`"
+    )]
+    Throttled { function: String, limit: u32 },
+    #[error("function `{function}` could not be loaded: {message}")]
+    Unavailable { function: String, message: String },
+}
+
+/// Internal failures while changing the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] wisp_store::StoreError),
+    #[error("artifact {sha256} is not valid: {source}")]
+    Compile {
+        sha256: String,
+        source: CompileError,
+    },
+    #[error("{0}")]
+    Load(String),
+}
+
+type ComponentCell = Arc<OnceCell<Arc<LoadedComponent>>>;
+
+pub struct Invoker {
+    executor: Arc<Executor>,
+    store: Arc<dyn Store>,
+    artifacts: ArtifactDir,
+    registry: RwLock<Arc<Registry>>,
+    components: Mutex<HashMap<String, ComponentCell>>,
+    logs: LogSink,
+}
+
+impl Invoker {
+    /// Builds the registry from the store. Components load lazily, on first use.
+    pub fn new(
+        executor: Arc<Executor>,
+        store: Arc<dyn Store>,
+        artifacts: ArtifactDir,
+        logs: LogSink,
+    ) -> Result<Self, RegistryError> {
+        let registry = Registry::build(&store.functions()?, None);
+        Ok(Invoker {
+            executor,
+            store,
+            artifacts,
+            registry: RwLock::new(Arc::new(registry)),
+            components: Mutex::new(HashMap::new()),
+            logs,
+        })
+    }
+
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.executor
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn logs(&self) -> &LogSink {
+        &self.logs
+    }
+
+    /// The registry serving traffic now. Cheap: an `Arc` clone.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn function(&self, name: &FunctionName) -> Option<Arc<ActiveFunction>> {
+        self.registry().function(name).cloned()
+    }
+
+    /// Re-reads the store and swaps the registry atomically. Components of changed
+    /// functions are loaded *before* the swap, so no request ever waits on a load or sees a
+    /// half-deployed function; components no longer referenced are dropped.
+    pub async fn reload(&self) -> Result<(), RegistryError> {
+        let store = self.store.clone();
+        let functions = tokio::task::spawn_blocking(move || store.functions())
+            .await
+            .map_err(|e| RegistryError::Load(e.to_string()))??;
+        let old = self.registry();
+        for f in &functions {
+            let unchanged = old
+                .function(&f.name)
+                .is_some_and(|a| a.version == f.active_version);
+            if !unchanged {
+                self.component(&f.active.artifact)
+                    .await
+                    .map_err(|e| RegistryError::Load(e.to_string()))?;
+            }
+        }
+        let registry = Registry::build(&functions, Some(&old));
+        let live: std::collections::HashSet<&str> = functions
+            .iter()
+            .map(|f| f.active.artifact.as_str())
+            .collect();
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|sha, _| live.contains(sha.as_str()));
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        Ok(())
+    }
+
+    /// Validates and compiles an uploaded component, and stores both forms durably.
+    pub async fn add_artifact(&self, wasm: Bytes) -> Result<String, RegistryError> {
+        let sha256 = ArtifactDir::sha256(&wasm);
+        let exec = self.executor.clone();
+        let artifacts = self.artifacts.clone();
+        let store = self.store.clone();
+        let sha = sha256.clone();
+        tokio::task::spawn_blocking(move || {
+            let compiled = exec
+                .compile(&wasm)
+                .map_err(|source| RegistryError::Compile {
+                    sha256: sha.clone(),
+                    source,
+                })?;
+            artifacts.write_atomic(&artifacts.wasm_path(&sha), &wasm)?;
+            artifacts.write_atomic(&artifacts.compiled_path(exec.engine_id(), &sha), &compiled)?;
+            store.record_artifact(&sha, wasm.len() as u64)?;
+            Ok::<_, RegistryError>(())
+        })
+        .await
+        .map_err(|e| RegistryError::Load(e.to_string()))??;
+        Ok(sha256)
+    }
+
+    /// The loaded component for an artifact: from memory, else from the compiled file on
+    /// disk, else recompiled from the stored `.wasm` (after an engine upgrade).
+    async fn component(&self, sha256: &str) -> Result<Arc<LoadedComponent>, String> {
+        let cell = self
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(sha256.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            let exec = self.executor.clone();
+            let artifacts = self.artifacts.clone();
+            let sha = sha256.to_string();
+            tokio::task::spawn_blocking(move || {
+                let compiled = artifacts.compiled_path(exec.engine_id(), &sha);
+                if !compiled.exists() {
+                    tracing::info!(artifact = %sha, "compiling artifact for this engine");
+                    let wasm = std::fs::read(artifacts.wasm_path(&sha))
+                        .map_err(|e| format!("reading artifact {sha}: {e}"))?;
+                    let bytes = exec.compile(&wasm).map_err(|e| e.to_string())?;
+                    artifacts
+                        .write_atomic(&compiled, &bytes)
+                        .map_err(|e| e.to_string())?;
+                }
+                exec.load(&compiled)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+        .await
+        .cloned()
+    }
+
+    /// Runs an invocation: concurrency limit, component, execution, logs.
+    pub async fn invoke(&self, inv: Invocation) -> Result<Completed, InvokeError> {
+        let f = &inv.function;
+        let Ok(_permit) = f.concurrency.clone().try_acquire_owned() else {
+            return Err(InvokeError::Throttled {
+                function: f.name.to_string(),
+                limit: f.spec.limits.max_concurrency,
+            });
+        };
+        let component =
+            self.component(&f.spec.artifact)
+                .await
+                .map_err(|message| InvokeError::Unavailable {
+                    function: f.name.to_string(),
+                    message,
+                })?;
+        let ctx = InvocationContext {
+            env: f.env.clone(),
+            limits: f.spec.limits,
+        };
+        let ts_ms = logs::now_ms();
+        let result = self.executor.invoke(&component, inv.request, &ctx).await;
+
+        let mut lines = Vec::new();
+        let mut push = |stream: LogStream, text: &str| {
+            for line in text.lines() {
+                lines.push(LogLine {
+                    id: 0,
+                    ts_ms,
+                    function: f.name.to_string(),
+                    version: f.version,
+                    request_id: inv.request_id.clone(),
+                    stream,
+                    line: line.to_string(),
+                });
+            }
+        };
+        push(LogStream::Stdout, &String::from_utf8_lossy(&result.stdout));
+        push(LogStream::Stderr, &String::from_utf8_lossy(&result.stderr));
+        if let Some(err) = &result.error {
+            push(LogStream::Platform, err);
+        }
+        self.logs.send(lines);
+        if result.outcome != Outcome::Success {
+            tracing::info!(
+                function = %f.name,
+                version = f.version,
+                request_id = %inv.request_id,
+                trigger = inv.trigger.as_str(),
+                outcome = ?result.outcome,
+                error = result.error.as_deref().unwrap_or(""),
+                "invocation failed"
+            );
+        }
+        Ok(Completed {
+            version: f.version,
+            outcome: result.outcome,
+            response: result.response,
+            error: result.error,
+            duration: result.duration,
+        })
+    }
+}
+
+/// A new request id: a UUIDv7, so ids sort by time.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

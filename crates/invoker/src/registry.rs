@@ -1,0 +1,77 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use wisp_core::{Function, FunctionName, FunctionSpec, RouteTable};
+
+/// A function as it serves traffic: its active version and its concurrency gate.
+#[derive(Debug)]
+pub struct ActiveFunction {
+    pub name: FunctionName,
+    pub app: String,
+    pub version: u32,
+    pub spec: FunctionSpec,
+    /// The spec's env, ready to hand to the executor.
+    pub env: Vec<(String, String)>,
+    /// Shared across versions while `max_concurrency` is unchanged, so a redeploy does not
+    /// double the function's concurrency.
+    pub concurrency: Arc<Semaphore>,
+}
+
+/// An immutable snapshot of what is deployed: swapped whole on every change.
+#[derive(Debug, Default)]
+pub struct Registry {
+    functions: HashMap<FunctionName, Arc<ActiveFunction>>,
+    routes: RouteTable<Arc<ActiveFunction>>,
+}
+
+impl Registry {
+    pub fn build(functions: &[Function], previous: Option<&Registry>) -> Registry {
+        let mut reg = Registry::default();
+        for f in functions {
+            let max = f.active.limits.max_concurrency;
+            let concurrency = previous
+                .and_then(|p| p.functions.get(&f.name))
+                .filter(|old| old.spec.limits.max_concurrency == max)
+                .map(|old| old.concurrency.clone())
+                .unwrap_or_else(|| Arc::new(Semaphore::new(max as usize)));
+            let active = Arc::new(ActiveFunction {
+                name: f.name.clone(),
+                app: f.app.clone(),
+                version: f.active_version,
+                spec: f.active.clone(),
+                env: f
+                    .active
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                concurrency,
+            });
+            for route in &f.active.routes {
+                // Deploys are checked for conflicts before they are stored; a conflict here
+                // means the store was edited by hand, and the first route keeps its place.
+                if let Err(e) = reg.routes.insert(route.clone(), active.clone()) {
+                    tracing::error!(function = %f.name, "route not served: {e}");
+                }
+            }
+            reg.functions.insert(f.name.clone(), active);
+        }
+        reg
+    }
+
+    pub fn function(&self, name: &FunctionName) -> Option<&Arc<ActiveFunction>> {
+        self.functions.get(name)
+    }
+
+    pub fn routes(&self) -> &RouteTable<Arc<ActiveFunction>> {
+        &self.routes
+    }
+
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+}
