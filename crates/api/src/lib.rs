@@ -1,1 +1,125 @@
-//! placeholder
+//! The platform API: JSON over HTTP for deploy, list, get, delete, versions, rollback,
+//! invoke and logs (with follow), documented in `openapi.yaml` beside this crate.
+//!
+//! Every route but `/v1/health` requires `Authorization: Bearer <token>`. Build the router
+//! with [`app`]; `wisp up` serves it on the API listener. This crate validates requests and
+//! calls the store and the invoker; it does not run functions itself.
+#![forbid(unsafe_code)]
+
+mod deploy;
+mod error;
+mod functions;
+mod logs;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use wisp_invoker::Invoker;
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+/// Every route of the API as (method, OpenAPI path); a test checks the OpenAPI file
+/// documents exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/health"),
+    ("get", "/v1/openapi.yaml"),
+    ("head", "/v1/artifacts/{sha256}"),
+    ("put", "/v1/artifacts/{sha256}"),
+    ("post", "/v1/deploy"),
+    ("get", "/v1/functions"),
+    ("get", "/v1/functions/{name}"),
+    ("delete", "/v1/functions/{name}"),
+    ("get", "/v1/functions/{name}/versions"),
+    ("post", "/v1/functions/{name}/rollback"),
+    ("post", "/v1/functions/{name}/invoke"),
+    ("get", "/v1/logs"),
+];
+
+/// Largest component upload accepted.
+pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub invoker: Arc<Invoker>,
+    token: Arc<str>,
+    /// Deploys, rollbacks and removals are applied one at a time.
+    change_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ApiState {
+    pub fn new(invoker: Arc<Invoker>, token: impl Into<Arc<str>>) -> Self {
+        ApiState {
+            invoker,
+            token: token.into(),
+            change_lock: Arc::default(),
+        }
+    }
+}
+
+/// The API router.
+pub fn app(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route(
+            "/v1/artifacts/{sha256}",
+            put(deploy::put_artifact).head(deploy::head_artifact),
+        )
+        .route("/v1/deploy", post(deploy::deploy))
+        .route("/v1/functions", get(functions::list))
+        .route(
+            "/v1/functions/{name}",
+            get(functions::get_one).delete(functions::remove),
+        )
+        .route("/v1/functions/{name}/versions", get(functions::versions))
+        .route("/v1/functions/{name}/rollback", post(functions::rollback))
+        .route("/v1/functions/{name}/invoke", post(functions::invoke))
+        .route("/v1/logs", get(logs::logs))
+        .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.yaml", get(openapi))
+        .merge(protected)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no API route {} {}; see /v1/openapi.yaml",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn require_token(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if given.is_empty() || !bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(next.run(req).await)
+}

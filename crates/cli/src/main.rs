@@ -1,1 +1,72 @@
-fn main() {}
+//! The `wisp` command line. `wisp up` runs a node; every other subcommand is a client of
+//! a node's platform API. Commands live one per file under `commands/`.
+#![forbid(unsafe_code)]
+
+mod build;
+mod client;
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Wisp: a self-hosted serverless platform. Functions are WebAssembly components.
+#[derive(Parser)]
+#[command(name = "wisp", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: functions on 127.0.0.1:8080, the platform API on 127.0.0.1:8081.
+    Up(commands::up::Up),
+    /// Build, upload and deploy the functions of a wisp.yaml.
+    Deploy(commands::deploy::Deploy),
+    /// List deployed functions with their versions and routes.
+    Ls(commands::ls::Ls),
+    /// Invoke a function with a payload and print its response.
+    Invoke(commands::invoke::Invoke),
+    /// Show a function's log lines (-f to follow).
+    Logs(commands::logs::Logs),
+    /// List the versions of a function.
+    Versions(commands::versions::Versions),
+    /// Make an earlier (or later) version of a function serve traffic.
+    Rollback(commands::rollback::Rollback),
+    /// Remove a function: its routes stop answering at once.
+    Rm(commands::rm::Rm),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(c) => c.execute().await,
+            Command::Deploy(c) => c.execute().await,
+            Command::Ls(c) => c.execute().await,
+            Command::Invoke(c) => c.execute().await,
+            Command::Logs(c) => c.execute().await,
+            Command::Versions(c) => c.execute().await,
+            Command::Rollback(c) => c.execute().await,
+            Command::Rm(c) => c.execute().await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

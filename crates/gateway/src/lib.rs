@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,10 +20,7 @@ use tokio::net::TcpListener;
 use wisp_core::{Outcome, RouteMatch, Trigger};
 use wisp_invoker::{Invocation, InvokeError, Invoker, new_request_id};
 
-pub const REQUEST_ID_HEADER: &str = "x-wisp-request-id";
-/// Prefix of the headers that carry path parameters to the function.
-pub const PARAM_HEADER_PREFIX: &str = "x-wisp-param-";
-pub const ROUTE_HEADER: &str = "x-wisp-route";
+pub use wisp_invoker::{PARAM_HEADER_PREFIX, REQUEST_ID_HEADER, ROUTE_HEADER};
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting and
 /// lets in-flight requests finish (for at most `grace`).
@@ -186,35 +183,7 @@ where
         }
     };
 
-    // Headers the platform sets cannot come from the client.
-    let spoofed: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-wisp-"))
-        .cloned()
-        .collect();
-    for k in spoofed {
-        parts.headers.remove(k);
-    }
-    let h = &mut parts.headers;
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(REQUEST_ID_HEADER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&route) {
-        h.insert(ROUTE_HEADER, v);
-    }
-    for (name, raw) in params {
-        let decoded = percent_encoding::percent_decode_str(&raw).decode_utf8_lossy();
-        let value = HeaderValue::from_str(&decoded).or_else(|_| HeaderValue::from_str(&raw));
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(
-                format!("{PARAM_HEADER_PREFIX}{}", name.to_ascii_lowercase()).as_bytes(),
-            ),
-            value,
-        ) {
-            h.insert(n, v);
-        }
-    }
+    wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
     let request = Request::from_parts(parts, body);
     let name = function.name.to_string();
     let result = invoker

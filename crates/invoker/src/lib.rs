@@ -279,6 +279,55 @@ impl Invoker {
     }
 }
 
+/// Header that carries the request id to the function and back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-wisp-request-id";
+/// Prefix of the headers that carry path parameters to the function.
+pub const PARAM_HEADER_PREFIX: &str = "x-wisp-param-";
+/// Header that carries the matched route template (e.g. `GET /users/{id}`).
+pub const ROUTE_HEADER: &str = "x-wisp-route";
+
+/// Sets the headers a function reads its context from (request id, route, path
+/// parameters), after removing any `x-wisp-*` header a client sent: those come only from
+/// the platform.
+pub fn set_context_headers(
+    headers: &mut http::HeaderMap,
+    request_id: &str,
+    route: Option<&str>,
+    params: &[(String, String)],
+) {
+    use http::{HeaderName, HeaderValue};
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-wisp-"))
+        .cloned()
+        .collect();
+    for k in spoofed {
+        headers.remove(k);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_HEADER, v);
+    }
+    if let Some(Ok(v)) = route.map(HeaderValue::from_str) {
+        headers.insert(ROUTE_HEADER, v);
+    }
+    for (name, raw) in params {
+        let decoded = percent_decode(raw);
+        let value = HeaderValue::from_str(&decoded).or_else(|_| HeaderValue::from_str(raw));
+        let header = HeaderName::from_bytes(
+            format!("{PARAM_HEADER_PREFIX}{}", name.to_ascii_lowercase()).as_bytes(),
+        );
+        if let (Ok(n), Ok(v)) = (header, value) {
+            headers.insert(n, v);
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// A new request id: a UUIDv7, so ids sort by time.
 pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()

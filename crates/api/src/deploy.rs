@@ -1,0 +1,199 @@
+use crate::ApiState;
+use crate::error::{ApiError, blocking};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use wisp_core::{FunctionName, FunctionSpec, RouteError, RouteTable, is_sha256_hex};
+use wisp_invoker::RegistryError;
+use wisp_store::{ArtifactDir, DeployChange};
+
+fn check_sha(sha256: &str) -> Result<(), ApiError> {
+    if is_sha256_hex(sha256) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "`{sha256}` is not a sha256 digest: use 64 lowercase hex characters"
+        )))
+    }
+}
+
+pub async fn head_artifact(
+    State(state): State<ApiState>,
+    Path(sha256): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    check_sha(&sha256)?;
+    let store = state.invoker.store().clone();
+    let found = blocking(move || Ok(store.has_artifact(&sha256)?)).await?;
+    Ok(if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+#[derive(Serialize)]
+pub struct ArtifactCreated {
+    sha256: String,
+    size: usize,
+}
+
+/// Uploads a component: it must hash to the digest in the path, be a `wasi:http/proxy`
+/// component, and compile. It is compiled ahead of time here, so a deploy never compiles.
+pub async fn put_artifact(
+    State(state): State<ApiState>,
+    Path(sha256): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ArtifactCreated>), ApiError> {
+    check_sha(&sha256)?;
+    let actual = ArtifactDir::sha256(&body);
+    if actual != sha256 {
+        return Err(ApiError::bad_request(format!(
+            "the upload's sha256 is {actual}, not {sha256}: the upload was truncated or the digest is wrong"
+        )));
+    }
+    let size = body.len();
+    state
+        .invoker
+        .add_artifact(body)
+        .await
+        .map_err(|e| match e {
+            RegistryError::Compile { source, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, source.to_string())
+            }
+            other => ApiError::internal(other),
+        })?;
+    Ok((StatusCode::CREATED, Json(ArtifactCreated { sha256, size })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub app: String,
+    pub functions: Vec<FunctionSpec>,
+    /// Remove the app's functions that are not in `functions` (default true).
+    #[serde(default = "yes")]
+    pub prune: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize)]
+pub struct DeployResponse {
+    app: String,
+    changes: Vec<DeployChange>,
+}
+
+/// Checks a deploy against what is already deployed: names, limits, artifacts, and that
+/// no route is served twice across all apps.
+pub fn validate(
+    req: &DeployRequest,
+    deployed: &[wisp_core::Function],
+    has_artifact: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    FunctionName::new(req.app.clone())
+        .map_err(|e| ApiError::bad_request(format!("app name: {e}")))?;
+    if req.functions.is_empty() {
+        return Err(ApiError::bad_request(
+            "a deploy needs at least one function (to remove an app's functions use `wisp rm`)",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for f in &req.functions {
+        if !names.insert(f.name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "function `{}` appears twice in the deploy",
+                f.name
+            )));
+        }
+        f.limits
+            .validate()
+            .map_err(|e| ApiError::bad_request(format!("function `{}`: {e}", f.name)))?;
+        if !is_sha256_hex(&f.artifact) || !has_artifact(&f.artifact) {
+            return Err(ApiError::bad_request(format!(
+                "function `{}`: artifact {} has not been uploaded; PUT it to /v1/artifacts/{{sha256}} first",
+                f.name, f.artifact
+            )));
+        }
+        for k in f.env.keys() {
+            let ok = !k.is_empty()
+                && k.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(ApiError::bad_request(format!(
+                    "function `{}`: env var name `{k}` is not valid: use letters, digits and `_`",
+                    f.name
+                )));
+            }
+        }
+    }
+    // Routes that stay: every deployed function this deploy neither replaces nor prunes.
+    let mut table: RouteTable<String> = RouteTable::new();
+    for f in deployed {
+        let replaced = names.contains(f.name.as_str());
+        let pruned = req.prune && f.app == req.app;
+        if replaced || pruned {
+            continue;
+        }
+        for r in &f.active.routes {
+            let _ = table.insert(
+                r.clone(),
+                format!("function `{}` of app `{}`", f.name, f.app),
+            );
+        }
+    }
+    for f in &req.functions {
+        for r in &f.routes {
+            if let Err(e) = table.insert(r.clone(), format!("function `{}`", f.name)) {
+                let owner = table
+                    .iter()
+                    .find(|(existing, _)| {
+                        existing.method == r.method
+                            && matches!(e, RouteError::Duplicate(_) | RouteError::Conflict(..))
+                            && same_shape(existing, r)
+                    })
+                    .map(|(_, o)| o.clone())
+                    .unwrap_or_else(|| "another route".into());
+                return Err(ApiError::conflict(format!(
+                    "function `{}`: {e}; it is already served by {owner}",
+                    f.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_shape(a: &wisp_core::RouteSpec, b: &wisp_core::RouteSpec) -> bool {
+    let mut t = RouteTable::new();
+    t.insert(a.clone(), ()).is_ok() && t.insert(b.clone(), ()).is_err()
+}
+
+pub async fn deploy(
+    State(state): State<ApiState>,
+    Json(req): Json<DeployRequest>,
+) -> Result<Json<DeployResponse>, ApiError> {
+    let _guard = state.change_lock.lock().await;
+    let store = state.invoker.store().clone();
+    let (req, changes) = blocking(move || {
+        let deployed = store.functions()?;
+        validate(&req, &deployed, |sha| {
+            store.has_artifact(sha).unwrap_or(false)
+        })?;
+        let changes = store.deploy(&req.app, &req.functions, req.prune)?;
+        Ok((req, changes))
+    })
+    .await?;
+    state.invoker.reload().await.map_err(ApiError::internal)?;
+    tracing::info!(app = %req.app, ?changes, "deployed");
+    Ok(Json(DeployResponse {
+        app: req.app,
+        changes,
+    }))
+}

@@ -1,0 +1,314 @@
+use crate::ApiState;
+use crate::error::{ApiError, blocking};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use wisp_core::{Function, FunctionName, Limits, Outcome, RouteSpec, Trigger};
+use wisp_invoker::{Invocation, InvokeError, new_request_id};
+
+fn parse_name(name: &str) -> Result<FunctionName, ApiError> {
+    FunctionName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+#[derive(Serialize)]
+pub struct FunctionInfo {
+    name: String,
+    app: String,
+    version: u32,
+    latest_version: u32,
+    artifact: String,
+    routes: Vec<RouteSpec>,
+    limits: Limits,
+    env: Vec<String>,
+}
+
+impl From<Function> for FunctionInfo {
+    fn from(f: Function) -> Self {
+        FunctionInfo {
+            name: f.name.to_string(),
+            app: f.app,
+            version: f.active_version,
+            latest_version: f.latest_version,
+            artifact: f.active.artifact,
+            routes: f.active.routes,
+            limits: f.active.limits,
+            // Names only: values may be secrets.
+            env: f.active.env.into_keys().collect(),
+        }
+    }
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<FunctionInfo>>, ApiError> {
+    let store = state.invoker.store().clone();
+    let fs = blocking(move || Ok(store.functions()?)).await?;
+    Ok(Json(fs.into_iter().map(FunctionInfo::from).collect()))
+}
+
+async fn load(state: &ApiState, name: &FunctionName) -> Result<Function, ApiError> {
+    let store = state.invoker.store().clone();
+    let n = name.clone();
+    blocking(move || Ok(store.function(&n)?))
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "function `{name}` not found: `wisp ls` lists the deployed functions"
+            ))
+        })
+}
+
+pub async fn get_one(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    let name = parse_name(&name)?;
+    Ok(Json(load(&state, &name).await?.into()))
+}
+
+pub async fn remove(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = parse_name(&name)?;
+    let _guard = state.change_lock.lock().await;
+    let store = state.invoker.store().clone();
+    let n = name.clone();
+    let removed = blocking(move || Ok(store.remove(&n)?)).await?;
+    if !removed {
+        return Err(ApiError::not_found(format!(
+            "function `{name}` not found: `wisp ls` lists the deployed functions"
+        )));
+    }
+    state.invoker.reload().await.map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct VersionInfo {
+    number: u32,
+    active: bool,
+    artifact: String,
+    routes: Vec<RouteSpec>,
+    limits: Limits,
+    created_at_ms: i64,
+}
+
+pub async fn versions(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<VersionInfo>>, ApiError> {
+    let name = parse_name(&name)?;
+    let f = load(&state, &name).await?;
+    let store = state.invoker.store().clone();
+    let vs = blocking(move || Ok(store.versions(&name)?)).await?;
+    Ok(Json(
+        vs.into_iter()
+            .map(|v| VersionInfo {
+                number: v.number,
+                active: v.number == f.active_version,
+                artifact: v.spec.artifact,
+                routes: v.spec.routes,
+                limits: v.spec.limits,
+                created_at_ms: v.created_at_ms,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    version: u32,
+}
+
+pub async fn rollback(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(req): Json<RollbackRequest>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    let name = parse_name(&name)?;
+    let _guard = state.change_lock.lock().await;
+    let store = state.invoker.store().clone();
+    // A version's routes may collide with routes deployed since; check before switching.
+    let (f, deployed) = {
+        let store = store.clone();
+        let n = name.clone();
+        blocking(move || {
+            let v = store
+                .versions(&n)?
+                .into_iter()
+                .find(|v| v.number == req.version);
+            Ok((v, store.functions()?))
+        })
+        .await?
+    };
+    let Some(target) = f else {
+        load(&state, &name).await?;
+        return Err(ApiError::not_found(format!(
+            "function `{name}` has no version {}: `wisp versions {name}` lists them",
+            req.version
+        )));
+    };
+    let mut table = wisp_core::RouteTable::new();
+    for other in deployed.iter().filter(|o| o.name != name) {
+        for r in &other.active.routes {
+            let _ = table.insert(r.clone(), other.name.to_string());
+        }
+    }
+    for r in &target.spec.routes {
+        table.insert(r.clone(), name.to_string()).map_err(|e| {
+            ApiError::conflict(format!("cannot roll back to version {}: {e}", req.version))
+        })?;
+    }
+    let n = name.clone();
+    let f = blocking(move || Ok(store.set_active(&n, req.version)?)).await?;
+    state.invoker.reload().await.map_err(ApiError::internal)?;
+    Ok(Json(f.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeQuery {
+    /// HTTP method of the request the function receives (default POST).
+    method: Option<String>,
+    /// Path and query of the request the function receives (default `/`).
+    path: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct InvokeResponse {
+    request_id: String,
+    function: String,
+    version: u32,
+    outcome: Outcome,
+    duration_ms: f64,
+    status: u16,
+    headers: BTreeMap<String, String>,
+    /// The body as text when it is UTF-8, else base64 (see `body_encoding`).
+    body: String,
+    body_encoding: &'static str,
+    error: Option<String>,
+}
+
+/// Runs a function with the request body as its payload and returns what it answered.
+pub async fn invoke(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    let name = parse_name(&name)?;
+    let Some(function) = state.invoker.function(&name) else {
+        return Err(ApiError::not_found(format!(
+            "function `{name}` not found: `wisp ls` lists the deployed functions"
+        )));
+    };
+    if body.len() as u64 > function.spec.limits.max_body_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the payload is larger than function `{name}` accepts ({})",
+                wisp_core::ByteSize(function.spec.limits.max_body_bytes)
+            ),
+        ));
+    }
+    let method = q.method.as_deref().unwrap_or("POST");
+    let path = q.path.as_deref().unwrap_or("/");
+    if !path.starts_with('/') {
+        return Err(ApiError::bad_request(format!(
+            "path `{path}` must start with `/`"
+        )));
+    }
+    let request_id = new_request_id();
+    // If the path matches one of the function's routes, the function gets that route's
+    // parameters, exactly as through the gateway.
+    let mut routes = wisp_core::RouteTable::new();
+    for r in &function.spec.routes {
+        let _ = routes.insert(r.clone(), ());
+    }
+    let path_only = path.split('?').next().unwrap_or("/");
+    let (route, params) = match routes.lookup(method, path_only) {
+        wisp_core::RouteMatch::Found { route, params, .. } => (Some(route.to_string()), params),
+        _ => (None, Vec::new()),
+    };
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://localhost{path}"));
+    if let Some(h) = req.headers_mut() {
+        wisp_invoker::set_context_headers(h, &request_id, route.as_deref(), &params);
+    }
+    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        req = req.header(http::header::CONTENT_TYPE, ct);
+    } else if !body.is_empty() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(body)
+        .map_err(|e| ApiError::bad_request(format!("building the request: {e}")))?;
+    let done = state
+        .invoker
+        .invoke(Invocation {
+            function,
+            trigger: Trigger::Api,
+            request_id: request_id.clone(),
+            request: req,
+        })
+        .await
+        .map_err(|e| match e {
+            InvokeError::Throttled { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            }
+            InvokeError::Unavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        })?;
+    let (status, headers, body, body_encoding) = match done.response {
+        Some(resp) => {
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body();
+            match String::from_utf8(bytes.to_vec()) {
+                Ok(s) => (status, headers, s, "utf8"),
+                Err(_) => (
+                    status,
+                    headers,
+                    base64::engine::general_purpose::STANDARD.encode(&bytes),
+                    "base64",
+                ),
+            }
+        }
+        None => {
+            let status = if done.outcome == Outcome::Timeout {
+                504
+            } else {
+                500
+            };
+            (status, BTreeMap::new(), String::new(), "utf8")
+        }
+    };
+    Ok(Json(InvokeResponse {
+        request_id,
+        function: name.to_string(),
+        version: done.version,
+        outcome: done.outcome,
+        duration_ms: done.duration.as_secs_f64() * 1000.0,
+        status,
+        headers,
+        body,
+        body_encoding,
+        error: done.error,
+    }))
+}

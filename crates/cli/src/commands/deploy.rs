@@ -1,0 +1,137 @@
+use crate::build::component_bytes;
+use crate::client::{ApiArgs, Client};
+use crate::output::{print_json, progress};
+use anyhow::{Context, Result};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use wisp_core::FunctionSpec;
+
+/// Build, upload and deploy the functions of a wisp.yaml. Unchanged functions are not
+/// re-uploaded; changed ones become a new version, and traffic switches atomically.
+#[derive(clap::Args)]
+pub struct Deploy {
+    /// The manifest, or a directory that contains `wisp.yaml`.
+    #[arg(default_value = "wisp.yaml")]
+    pub manifest: PathBuf,
+    /// Keep functions of the app that are no longer in the manifest (default: remove them).
+    #[arg(long)]
+    pub keep_missing: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Serialize)]
+struct DeployRequest<'a> {
+    app: &'a str,
+    functions: &'a [FunctionSpec],
+    prune: bool,
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct DeployResult {
+    pub app: String,
+    pub changes: Vec<serde_json::Value>,
+}
+
+impl Deploy {
+    pub async fn execute(self) -> Result<ExitCode> {
+        let client = Client::new(&self.api)?;
+        let result = deploy(&client, &self.manifest, !self.keep_missing).await?;
+        if self.json {
+            print_json(&result)?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+pub fn manifest_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("wisp.yaml")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+/// Deploys one manifest through the API; progress goes to stderr.
+pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<DeployResult> {
+    let started = Instant::now();
+    let path = manifest_path(manifest);
+    let manifest = wisp_manifest::load(&path).map_err(anyhow::Error::msg)?;
+    let mut specs = Vec::new();
+    for f in &manifest.functions {
+        progress(format!("{}: building from {}", f.name, f.source));
+        let name = f.name.to_string();
+        let source = f.source.clone();
+        let wasm = tokio::task::spawn_blocking(move || component_bytes(&name, &source))
+            .await
+            .context("build task")??;
+        let sha256 = wisp_store::ArtifactDir::sha256(&wasm);
+        let head = client
+            .request(Method::HEAD, &format!("/v1/artifacts/{sha256}"))
+            .send()
+            .await;
+        let present = matches!(head, Ok(r) if r.status() == StatusCode::OK);
+        if present {
+            progress(format!(
+                "{}: artifact {} already uploaded",
+                f.name,
+                &sha256[..12]
+            ));
+        } else {
+            progress(format!(
+                "{}: uploading and compiling {} ({} KiB)",
+                f.name,
+                &sha256[..12],
+                wasm.len().div_ceil(1024)
+            ));
+            client
+                .send(
+                    client
+                        .request(Method::PUT, &format!("/v1/artifacts/{sha256}"))
+                        .header("content-type", "application/wasm")
+                        .body(wasm),
+                )
+                .await
+                .with_context(|| format!("function `{}` ({})", f.name, f.source))?;
+        }
+        specs.push(FunctionSpec {
+            name: f.name.clone(),
+            artifact: sha256,
+            routes: f.routes.clone(),
+            env: f.env.clone(),
+            limits: f.limits,
+        });
+    }
+    let result: DeployResult = client
+        .post(
+            "/v1/deploy",
+            &DeployRequest {
+                app: &manifest.app,
+                functions: &specs,
+                prune,
+            },
+        )
+        .await
+        .with_context(|| format!("deploying app `{}` from {}", manifest.app, path.display()))?;
+    for c in &result.changes {
+        let f = c["function"].as_str().unwrap_or("?");
+        match c["action"].as_str() {
+            Some("created") => progress(format!("{f}: version {} is live", c["version"])),
+            Some("unchanged") => progress(format!("{f}: unchanged (version {})", c["version"])),
+            Some("removed") => progress(format!("{f}: removed (no longer in the manifest)")),
+            _ => progress(format!("{f}: {c}")),
+        }
+    }
+    progress(format!(
+        "deployed app `{}` in {:.2}s",
+        manifest.app,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(result)
+}

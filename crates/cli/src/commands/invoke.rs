@@ -1,0 +1,106 @@
+use crate::client::{ApiArgs, Client, ensure_name};
+use crate::output::print_json;
+use anyhow::{Context, Result};
+use reqwest::Method;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Invoke a function: sends the payload as the body of an HTTP request to it and prints
+/// the response body. Exits with 1 if the function fails or answers 4xx/5xx.
+#[derive(clap::Args)]
+pub struct Invoke {
+    /// The function's name.
+    pub name: String,
+    /// The payload: text, or `@FILE` to read a file (`@-` for stdin).
+    #[arg(long, short = 'd')]
+    pub data: Option<String>,
+    /// HTTP method of the request the function receives.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// Path (and query) of the request the function receives.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Print the whole result (status, headers, body, duration, request id) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+impl Invoke {
+    pub async fn execute(self) -> Result<ExitCode> {
+        ensure_name(&self.name)?;
+        let client = Client::new(&self.api)?;
+        let body = match self.data.as_deref() {
+            None => Vec::new(),
+            Some("@-") => {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .context("reading stdin")?;
+                buf
+            }
+            Some(d) if d.starts_with('@') => {
+                std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?
+            }
+            Some(d) => d.as_bytes().to_vec(),
+        };
+        let resp = client
+            .send(
+                client
+                    .request(Method::POST, &format!("/v1/functions/{}/invoke", self.name))
+                    .query(&[
+                        ("method", self.method.as_str()),
+                        ("path", self.path.as_str()),
+                    ])
+                    .body(body),
+            )
+            .await?;
+        let result: serde_json::Value = resp.json().await.context("reading the API's answer")?;
+        let status = result["status"].as_u64().unwrap_or(500);
+        let failed = result["outcome"] != "success" || status >= 400;
+        if self.json {
+            print_json(&result)?;
+        } else {
+            let body = result["body"].as_str().unwrap_or("");
+            let mut out = std::io::stdout();
+            if result["body_encoding"] == "base64" {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .context("decoding the response body")?;
+                out.write_all(&bytes)?;
+            } else {
+                out.write_all(body.as_bytes())?;
+                if !body.is_empty()
+                    && !body.ends_with('\n')
+                    && std::io::IsTerminal::is_terminal(&out)
+                {
+                    writeln!(out)?;
+                }
+            }
+            if failed {
+                let why = result["error"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("status {status}"));
+                eprintln!(
+                    "error: function `{}` {}: {why} (request id {}; `wisp logs {} --request-id {}`)",
+                    self.name,
+                    if result["outcome"] == "success" {
+                        "answered with an error"
+                    } else {
+                        "failed"
+                    },
+                    result["request_id"].as_str().unwrap_or(""),
+                    self.name,
+                    result["request_id"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}

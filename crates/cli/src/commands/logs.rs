@@ -1,0 +1,106 @@
+use crate::client::{ApiArgs, Client, ensure_name};
+use crate::output::timestamp;
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use reqwest::Method;
+use std::process::ExitCode;
+use wisp_core::LogLine;
+
+/// Show a function's log lines: what it printed to stdout and stderr, and the platform's
+/// notes on failures, each with its request id.
+#[derive(clap::Args)]
+pub struct Logs {
+    /// The function's name.
+    pub name: String,
+    /// Keep printing new lines as they arrive.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only lines from this far back, e.g. `10m`, `2h`, `1d`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines of this request.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// At most this many lines (the newest).
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub limit: usize,
+    /// Print each line as a JSON object (NDJSON).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+impl Logs {
+    pub async fn execute(self) -> Result<ExitCode> {
+        ensure_name(&self.name)?;
+        if let Some(s) = &self.since {
+            humantime::parse_duration(s).with_context(|| {
+                format!("--since `{s}` is not a duration: write e.g. `30s`, `10m`, `2h` or `1d`")
+            })?;
+        }
+        let client = Client::new(&self.api)?;
+        // Fail early and clearly if the function does not exist.
+        client
+            .get::<serde_json::Value>(&format!("/v1/functions/{}", self.name))
+            .await?;
+        let mut query: Vec<(&str, String)> = vec![
+            ("function", self.name.clone()),
+            ("limit", self.limit.to_string()),
+        ];
+        if let Some(s) = &self.since {
+            query.push(("since", s.clone()));
+        }
+        if let Some(r) = &self.request_id {
+            query.push(("request_id", r.clone()));
+        }
+        if self.follow {
+            query.push(("follow", "true".into()));
+        }
+        let resp = client
+            .send(client.request(Method::GET, "/v1/logs").query(&query))
+            .await?;
+        if !self.follow {
+            let page: serde_json::Value = resp.json().await?;
+            let lines: Vec<LogLine> = serde_json::from_value(page["lines"].clone())?;
+            for l in &lines {
+                self.print(l);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.context("the log stream was interrupted")?;
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if line.len() <= 1 {
+                    continue; // keep-alive
+                }
+                if let Ok(l) = serde_json::from_slice::<LogLine>(&line) {
+                    self.print(&l);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn print(&self, l: &LogLine) {
+        if self.json {
+            if let Ok(s) = serde_json::to_string(l) {
+                println!("{s}");
+            }
+        } else {
+            println!(
+                "{} {} v{} {} {}: {}",
+                timestamp(l.ts_ms),
+                l.function,
+                l.version,
+                l.request_id,
+                l.stream.as_str(),
+                l.line
+            );
+        }
+    }
+}

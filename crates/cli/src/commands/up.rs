@@ -1,0 +1,196 @@
+use crate::client::Client;
+use crate::output::progress;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wisp_executor::{Executor, ExecutorConfig};
+use wisp_invoker::{Invoker, LogSink, Retention};
+use wisp_store::{ArtifactDir, SqliteStore, Store};
+
+/// Run a Wisp node: the function gateway and the platform API, with all state in one data
+/// directory. Stops gracefully on Ctrl-C or SIGTERM (in-flight requests finish).
+#[derive(clap::Args)]
+pub struct Up {
+    /// Where the node keeps its state (database, artifacts, API token).
+    #[arg(long, env = "WISP_DATA_DIR", default_value = ".wisp")]
+    pub data_dir: PathBuf,
+    /// Address of the function gateway.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Address of the platform API.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub api: SocketAddr,
+    /// Deploy this manifest (or directory with a wisp.yaml) once the node is up; repeatable.
+    #[arg(long, value_name = "MANIFEST")]
+    pub deploy: Vec<PathBuf>,
+    /// Instances that may run at once on this node (wasm instance pool slots).
+    #[arg(long, default_value_t = 1000)]
+    pub max_instances: u32,
+    /// How long in-flight requests may take to finish at shutdown.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Node log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WISP_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Reads the API token, creating it (readable by the owner only) at first start.
+fn load_or_create_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating the API token file {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!("{what} listens on {addr}, which is reachable from other machines");
+    }
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what}: choose another address with {flag}")
+    })
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+impl Up {
+    pub async fn execute(self) -> Result<ExitCode> {
+        init_tracing(self.log_format);
+        for m in &self.deploy {
+            let p = super::deploy::manifest_path(m);
+            anyhow::ensure!(
+                p.exists(),
+                "--deploy {}: {} not found",
+                m.display(),
+                p.display()
+            );
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        let token = load_or_create_token(&self.data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&self.data_dir)
+                .with_context(|| format!("opening the store in {}", self.data_dir.display()))?,
+        );
+        let artifacts = ArtifactDir::open(&self.data_dir)?;
+        let executor = Arc::new(Executor::new(ExecutorConfig {
+            max_instances: self.max_instances,
+            ..ExecutorConfig::default()
+        })?);
+        let logs = LogSink::start(store.clone(), Retention::default());
+        let invoker = Arc::new(Invoker::new(executor, store, artifacts, logs.clone())?);
+
+        let http = bind(self.http, "function gateway", "--http").await?;
+        let api = bind(self.api, "platform API", "--api").await?;
+        let http_addr = http.local_addr()?;
+        let api_addr = api.local_addr()?;
+        let shutdown = shutdown_signal();
+
+        let gateway = tokio::spawn(wisp_gateway::serve(
+            http,
+            invoker.clone(),
+            wait(shutdown.clone()),
+            self.shutdown_grace,
+        ));
+        let app = wisp_api::app(wisp_api::ApiState::new(invoker.clone(), token.clone()));
+        let api_shutdown = shutdown.clone();
+        let api_server = tokio::spawn(async move {
+            axum::serve(api, app)
+                .with_graceful_shutdown(wait(api_shutdown))
+                .await
+        });
+
+        println!("wisp: functions on http://{http_addr}");
+        println!(
+            "wisp: platform API on http://{api_addr} (token in {})",
+            self.data_dir.join("api-token").display()
+        );
+        println!(
+            "wisp: {} function(s) deployed; data in {}",
+            invoker.registry().len(),
+            self.data_dir.display()
+        );
+        let _ = std::io::stdout().flush();
+
+        if !self.deploy.is_empty() {
+            let client = Client::with_token(&format!("http://{api_addr}"), token);
+            for m in &self.deploy {
+                if let Err(e) = super::deploy::deploy(&client, m, true).await {
+                    progress(format!("error: deploying {}: {e:#}", m.display()));
+                }
+            }
+            println!("wisp: ready");
+            let _ = std::io::stdout().flush();
+        }
+
+        let (g, a) = tokio::join!(gateway, api_server);
+        g.context("gateway task")?.context("gateway")?;
+        a.context("API task")?.context("platform API")?;
+        logs.flush().await;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+}
