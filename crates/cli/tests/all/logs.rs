@@ -1,0 +1,132 @@
+use crate::harness::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn deploy_echo(node: &Node) {
+    let m = manifest(&format!(
+        "app: echo\nfunctions:\n  echo:\n    source: {}\n    routes: [ANY /echo]\n  spin:\n    source: {}\n    routes: [GET /spin]\n    limits:\n      timeout: 300ms\n",
+        src("echo"),
+        src("spin_loop")
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+}
+
+fn invoke_json(node: &Node, name: &str, data: &str) -> serde_json::Value {
+    serde_json::from_str(&node.wisp_ok(&["invoke", name, "--data", data, "--json"])).unwrap()
+}
+
+/// Log lines are written in the background: poll briefly until `pred` holds.
+fn eventually(mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if pred() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("condition not met within 10s");
+}
+
+#[test]
+fn invoke_passes_the_payload_and_logs_are_filtered_by_request() {
+    let node = Node::start();
+    deploy_echo(&node);
+    let first = invoke_json(&node, "echo", r#"{"name":"x"}"#);
+    assert_eq!(first["status"], 200);
+    let echoed: serde_json::Value = serde_json::from_str(first["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed["body"], r#"{"name":"x"}"#);
+    assert_eq!(echoed["method"], "POST");
+    let second = invoke_json(&node, "echo", "two");
+    let rid1 = first["request_id"].as_str().unwrap().to_string();
+    let rid2 = second["request_id"].as_str().unwrap().to_string();
+
+    eventually(|| node.wisp_ok(&["logs", "echo"]).contains(&rid2));
+    let all = node.wisp_ok(&["logs", "echo"]);
+    assert!(all.contains("stdout: echo: POST /"), "{all}");
+    assert!(all.contains("stderr: echo-stderr: POST"), "{all}");
+    assert!(all.contains(&rid1) && all.contains(&rid2), "{all}");
+
+    let only = node.wisp_ok(&["logs", "echo", "--request-id", &rid1]);
+    assert!(only.contains(&rid1) && !only.contains(&rid2), "{only}");
+    assert_eq!(only.lines().count(), 2, "{only}");
+
+    let json = node.wisp_ok(&["logs", "echo", "--json", "-n", "1"]);
+    let line: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(line["request_id"], rid2.as_str());
+    assert_eq!(line["function"], "echo");
+
+    assert!(
+        node.wisp_ok(&["logs", "echo", "--since", "1h"])
+            .contains(&rid1)
+    );
+    let err = node.wisp_err(&["logs", "echo", "--since", "yesterday"]);
+    assert!(err.contains("not a duration"), "{err}");
+    let err = node.wisp_err(&["logs", "nope"]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn failures_leave_a_platform_line() {
+    let node = Node::start();
+    deploy_echo(&node);
+    let r = client().get(node.url("/spin")).send().unwrap();
+    assert_eq!(r.status(), 504);
+    let rid = r.headers()["x-wisp-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    eventually(|| {
+        node.wisp_ok(&["logs", "spin", "--request-id", &rid])
+            .contains("platform: the function did not finish within its timeout of 300ms")
+    });
+    let out = node.wisp_ok(&["logs", "spin", "--request-id", &rid]);
+    assert!(out.contains("stdout: starting loop"), "{out}");
+}
+
+#[test]
+fn logs_follow_prints_new_lines_as_they_come() {
+    let node = Node::start();
+    deploy_echo(&node);
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["logs", "echo", "-f"])
+        .env("WISP_API", &node.api)
+        .env("WISP_DATA_DIR", &node.data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let r = client()
+        .put(node.url("/echo"))
+        .body("followed")
+        .send()
+        .unwrap();
+    let rid = r.headers()["x-wisp-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = false;
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && line.contains(&rid)
+            && line.contains("echo: PUT /echo")
+        {
+            seen = true;
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(seen, "the followed line did not arrive");
+}

@@ -1,0 +1,12 @@
+//! Integration tests: each starts the real `wisp` binary on free ports with a temporary
+//! data directory and uses it like a user, through the CLI and over HTTP.
+//! All of them compile into this one test binary.
+
+mod harness;
+
+mod deploy;
+mod errors;
+mod lifecycle;
+mod limits;
+mod logs;
+mod routing;
