@@ -115,23 +115,25 @@ pub async fn logs(
                     (None, query, written, store),
                 ));
             }
-            loop {
-                // Wake on new lines, and at least every few seconds to send a keep-alive.
-                let _ = tokio::time::timeout(Duration::from_secs(5), written.changed()).await;
-                let s = store.clone();
-                let q = query.clone();
-                let lines = tokio::task::spawn_blocking(move || s.logs(&q))
-                    .await
-                    .ok()?
-                    .ok()?;
-                if let Some(last) = lines.last() {
-                    query.after_id = Some(last.id);
-                    return Some((Ok(ndjson(&lines)), (None, query, written, store)));
-                }
-                // A bare newline: keeps proxies from timing out, and lets a closed
-                // connection be noticed.
-                return Some((Ok(Bytes::from_static(b"\n")), (None, query, written, store)));
+            // Wake on new lines, and at least every few seconds to send a keep-alive.
+            let woke = tokio::time::timeout(Duration::from_secs(5), written.changed()).await;
+            if let Ok(Err(_)) = woke {
+                // The writer is gone (shutting down): do not spin.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            let s = store.clone();
+            let q = query.clone();
+            let lines = tokio::task::spawn_blocking(move || s.logs(&q))
+                .await
+                .ok()?
+                .ok()?;
+            if let Some(last) = lines.last() {
+                query.after_id = Some(last.id);
+                return Some((Ok(ndjson(&lines)), (None, query, written, store)));
+            }
+            // A bare newline: keeps proxies from timing out, and lets a closed connection
+            // be noticed.
+            Some((Ok(Bytes::from_static(b"\n")), (None, query, written, store)))
         },
     );
     Ok((
