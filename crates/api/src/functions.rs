@@ -163,6 +163,11 @@ pub async fn rollback(
             ApiError::conflict(format!("cannot roll back to version {}: {e}", req.version))
         })?;
     }
+    state
+        .invoker
+        .prepare(std::slice::from_ref(&target.spec.artifact))
+        .await
+        .map_err(ApiError::internal)?;
     let n = name.clone();
     let f = blocking(move || Ok(store.set_active(&n, req.version)?)).await?;
     state.invoker.reload().await.map_err(ApiError::internal)?;

@@ -181,6 +181,19 @@ impl PathTemplate {
         &self.segments
     }
 
+    /// Orders templates by how specific they are: segment by segment, literal text beats
+    /// `{param}`, which beats `{*wildcard}`.
+    fn specificity(&self) -> Vec<u8> {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(_) => 3,
+                Segment::Param(_) => 2,
+                Segment::Wildcard(_) => 1,
+            })
+            .collect()
+    }
+
     /// The template with parameter names erased: two templates with the same shape match
     /// the same requests.
     fn shape(&self) -> String {
@@ -342,19 +355,25 @@ impl<T> RouteTable<T> {
                 }
             })
         };
-        if let Some(m) = Method::from_request(method) {
-            if let Some(hit) = found(&self.routers[m.index()]) {
-                return hit;
-            }
-            // HEAD falls back to GET routes, as HTTP servers do.
-            if m == Method::Head
-                && let Some(hit) = found(&self.routers[Method::Get.index()])
-            {
-                return hit;
-            }
-        }
-        if let Some(hit) = found(&self.routers[Method::Any.index()]) {
-            return hit;
+        let specific = Method::from_request(method).and_then(|m| {
+            found(&self.routers[m.index()]).or_else(|| {
+                // HEAD falls back to GET routes, as HTTP servers do.
+                (m == Method::Head)
+                    .then(|| found(&self.routers[Method::Get.index()]))
+                    .flatten()
+            })
+        });
+        let any = found(&self.routers[Method::Any.index()]);
+        // Both a route for this method and an ANY route match: the more specific path
+        // wins, and the method's own route on a tie.
+        let key = |m: &RouteMatch<'_, T>| match m {
+            RouteMatch::Found { route, .. } => route.path.specificity(),
+            _ => Vec::new(),
+        };
+        match (specific, any) {
+            (Some(s), Some(a)) => return if key(&a) > key(&s) { a } else { s },
+            (Some(hit), None) | (None, Some(hit)) => return hit,
+            (None, None) => {}
         }
         let allowed: Vec<Method> = Method::ALL
             .into_iter()
@@ -470,9 +489,21 @@ mod tests {
 
     #[test]
     fn any_matches_every_method() {
-        let t = table(&["ANY /hook", "GET /hook/status"]);
+        let t = table(&[
+            "ANY /hook",
+            "GET /hook/status",
+            "GET /{*rest}",
+            "ANY /a/{x}",
+            "GET /a/{y}",
+        ]);
         assert_eq!(hit(&t, "PATCH", "/hook").0, "ANY /hook");
         assert_eq!(hit(&t, "GET", "/hook/status").0, "GET /hook/status");
+        // A more specific ANY route beats a less specific route for the method...
+        assert_eq!(hit(&t, "GET", "/hook").0, "ANY /hook");
+        assert_eq!(hit(&t, "GET", "/other").0, "GET /{*rest}");
+        // ...and on a tie the method's own route wins.
+        assert_eq!(hit(&t, "GET", "/a/1").0, "GET /a/{y}");
+        assert_eq!(hit(&t, "POST", "/a/1").0, "ANY /a/{x}");
     }
 
     #[test]

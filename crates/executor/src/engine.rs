@@ -321,8 +321,16 @@ impl Executor {
         };
 
         let pre = component.pre.clone();
+        let pool_full = Arc::new(AtomicBool::new(false));
+        let pool_full_flag = pool_full.clone();
         let guest = async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let proxy = pre.instantiate_async(&mut store).await.inspect_err(|e| {
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some()
+                {
+                    pool_full_flag.store(true, Ordering::Relaxed);
+                }
+            })?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
@@ -357,6 +365,13 @@ impl Executor {
                 (Err(e), _) if is_interrupt(&e) => {
                     (Outcome::Timeout, None, Some(timeout_message(timeout)))
                 }
+                (Err(e), _) if pool_full.load(Ordering::Relaxed) => (
+                    Outcome::Throttled,
+                    None,
+                    Some(format!(
+                        "the node is at capacity (no free instance slot): {e:#}"
+                    )),
+                ),
                 (_, _) if oom => (
                     Outcome::OutOfMemory,
                     None,

@@ -197,6 +197,19 @@ where
     match result {
         Ok(done) => match (done.outcome, done.response) {
             (Outcome::Success, Some(resp)) => resp.map(Full::new),
+            (Outcome::Throttled, _) => {
+                let mut resp = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    request_id,
+                    format!(
+                        "function `{name}` could not start: {}",
+                        done.error.unwrap_or_default()
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp
+            }
             (Outcome::Timeout, _) => error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 request_id,

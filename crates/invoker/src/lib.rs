@@ -155,6 +155,18 @@ impl Invoker {
         Ok(())
     }
 
+    /// Loads the components of these artifacts, so that a change that names them can be
+    /// committed knowing they will serve: a deploy or rollback calls this before it writes
+    /// to the store.
+    pub async fn prepare(&self, artifacts: &[String]) -> Result<(), RegistryError> {
+        for sha in artifacts {
+            self.component(sha)
+                .await
+                .map_err(|e| RegistryError::Load(format!("artifact {sha}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Validates and compiles an uploaded component, and stores both forms durably.
     pub async fn add_artifact(&self, wasm: Bytes) -> Result<String, RegistryError> {
         let sha256 = ArtifactDir::sha256(&wasm);

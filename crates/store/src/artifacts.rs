@@ -3,6 +3,7 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Content-addressed files in the data directory: uploaded components
 /// (`artifacts/<sha256>.wasm`) and their ahead-of-time compiled form
@@ -47,10 +48,12 @@ impl ArtifactDir {
     pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         let dir = dest.parent().expect("artifact paths have a parent");
         fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        static SEQ: AtomicU64 = AtomicU64::new(0);
         let tmp = self.root.join("tmp").join(format!(
-            "{}.{}.tmp",
+            "{}.{}.{}.tmp",
             dest.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-            std::process::id()
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let mut f = fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
         f.write_all(bytes)

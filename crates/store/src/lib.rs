@@ -60,7 +60,8 @@ pub struct LogQuery {
     pub since_ms: Option<i64>,
     /// Only lines with an id greater than this (for following and paging).
     pub after_id: Option<i64>,
-    /// At most this many lines (the newest ones, returned oldest first).
+    /// At most this many lines, returned oldest first: the newest ones, or with
+    /// `after_id` the first ones after it.
     pub limit: usize,
 }
 

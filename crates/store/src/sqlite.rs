@@ -299,14 +299,19 @@ impl Store for SqliteStore {
 
     fn logs(&self, q: &LogQuery) -> Result<Vec<LogLine>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        // Paging forward from `after_id` reads the oldest lines first, so a reader that
+        // follows never skips any; otherwise the newest `limit` lines are read.
+        let forward = q.after_id.is_some();
+        let sql = format!(
             "SELECT id, ts_ms, function, version, request_id, stream, line FROM logs
              WHERE (?1 IS NULL OR function = ?1)
                AND (?2 IS NULL OR request_id = ?2)
                AND (?3 IS NULL OR ts_ms >= ?3)
                AND (?4 IS NULL OR id > ?4)
-             ORDER BY id DESC LIMIT ?5",
-        )?;
+             ORDER BY id {} LIMIT ?5",
+            if forward { "ASC" } else { "DESC" }
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
         let limit = if q.limit == 0 { 1000 } else { q.limit } as i64;
         let mut lines: Vec<LogLine> = stmt
             .query_map(
@@ -325,7 +330,9 @@ impl Store for SqliteStore {
                 },
             )?
             .collect::<Result<_, _>>()?;
-        lines.reverse();
+        if !forward {
+            lines.reverse();
+        }
         Ok(lines)
     }
 

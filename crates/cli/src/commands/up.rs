@@ -130,6 +130,13 @@ impl Up {
         }
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        #[cfg(unix)]
+        {
+            // The data directory holds the API token and functions' env values.
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700));
+        }
         let token = load_or_create_token(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&self.data_dir)
