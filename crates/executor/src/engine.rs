@@ -35,6 +35,11 @@ pub struct ExecutorConfig {
     pub log_capacity: usize,
     /// Largest response body a function may return.
     pub max_response_bytes: usize,
+    /// Bytes of each linear memory reset in place (only the pages an instance dirtied,
+    /// found with PAGEMAP_SCAN where the kernel has it) instead of being unmapped with
+    /// `madvise` when a pool slot is reused: fewer page faults and TLB shootdowns per
+    /// request, for a little memory kept resident per slot.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -44,6 +49,7 @@ impl Default for ExecutorConfig {
             max_instances: 1000,
             log_capacity: 256 * 1024,
             max_response_bytes: 32 * 1024 * 1024,
+            keep_resident_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -147,8 +153,8 @@ fn wasmtime_config(cfg: &ExecutorConfig, pooling: bool) -> Config {
             .total_stacks(n)
             .max_memory_size(Limits::MAX_MEMORY_BYTES as usize)
             .max_unused_warm_slots(n.min(100))
-            .linear_memory_keep_resident(64 * 1024)
-            .table_keep_resident(16 * 1024)
+            .linear_memory_keep_resident(cfg.keep_resident_bytes)
+            .table_keep_resident(cfg.keep_resident_bytes.min(64 * 1024))
             .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

@@ -5,10 +5,14 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, LogStream, Version};
 
-/// The embedded store: one SQLite database in WAL mode, synchronous=FULL, so that a
-/// change this store has acknowledged survives `kill -9` and power loss.
+/// The embedded store: SQLite in WAL mode. Platform state (`wisp.db`) is written with
+/// synchronous=FULL, so an acknowledged change survives `kill -9` and power loss. Function
+/// logs live in their own database (`logs.db`, synchronous=NORMAL: they survive a crash of
+/// the process, and a power cut may lose the last moments), so that a busy function's
+/// output neither waits on nor delays a deploy.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    logs: Mutex<Connection>,
 }
 
 const SCHEMA: &str = r#"
@@ -31,6 +35,9 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (function, number)
 );
+"#;
+
+const LOGS_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS logs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ms INTEGER NOT NULL,
@@ -63,22 +70,27 @@ impl SqliteStore {
             context: format!("creating data directory {}", data_dir.display()),
             source,
         })?;
-        Self::from_connection(Connection::open(data_dir.join("wisp.db"))?)
+        Self::from_connections(
+            Connection::open(data_dir.join("wisp.db"))?,
+            Connection::open(data_dir.join("logs.db"))?,
+        )
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Self> {
-        Self::from_connection(Connection::open_in_memory()?)
+        Self::from_connections(Connection::open_in_memory()?, Connection::open_in_memory()?)
     }
 
-    fn from_connection(conn: Connection) -> Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+    fn from_connections(conn: Connection, logs: Connection) -> Result<Self> {
+        for (c, sync, schema) in [(&conn, "FULL", SCHEMA), (&logs, "NORMAL", LOGS_SCHEMA)] {
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", sync)?;
+            c.busy_timeout(std::time::Duration::from_secs(5))?;
+            c.execute_batch(schema)?;
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            logs: Mutex::new(logs),
         })
     }
 
@@ -86,6 +98,10 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back on drop), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn logs_conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -275,7 +291,7 @@ impl Store for SqliteStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn();
+        let mut conn = self.logs_conn();
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
@@ -298,7 +314,7 @@ impl Store for SqliteStore {
     }
 
     fn logs(&self, q: &LogQuery) -> Result<Vec<LogLine>> {
-        let conn = self.conn();
+        let conn = self.logs_conn();
         // Paging forward from `after_id` reads the oldest lines first, so a reader that
         // follows never skips any; otherwise the newest `limit` lines are read.
         let forward = q.after_id.is_some();
@@ -337,7 +353,7 @@ impl Store for SqliteStore {
     }
 
     fn prune_logs(&self, keep_per_function: usize, older_than_ms: i64) -> Result<usize> {
-        let conn = self.conn();
+        let conn = self.logs_conn();
         let mut n = conn.execute("DELETE FROM logs WHERE ts_ms < ?1", [older_than_ms])?;
         n += conn.execute(
             "DELETE FROM logs WHERE id IN (

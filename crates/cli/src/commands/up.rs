@@ -32,6 +32,10 @@ pub struct Up {
     /// Instances that may run at once on this node (wasm instance pool slots).
     #[arg(long, default_value_t = 1000)]
     pub max_instances: u32,
+    /// Bytes of each instance's memory reset in place rather than unmapped when its pool
+    /// slot is reused (e.g. `2MiB`; `0` always unmaps).
+    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
+    pub keep_resident: u64,
     /// How long in-flight requests may take to finish at shutdown.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -44,6 +48,10 @@ pub struct Up {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    wisp_core::parse_byte_size(s).map_err(|e| e.to_string())
 }
 
 fn init_tracing(format: LogFormat) {
@@ -145,6 +153,7 @@ impl Up {
         let artifacts = ArtifactDir::open(&self.data_dir)?;
         let executor = Arc::new(Executor::new(ExecutorConfig {
             max_instances: self.max_instances,
+            keep_resident_bytes: usize::try_from(self.keep_resident).unwrap_or(usize::MAX),
             ..ExecutorConfig::default()
         })?);
         let logs = LogSink::start(store.clone(), Retention::default());
