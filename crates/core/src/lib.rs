@@ -29,6 +29,10 @@ pub struct FunctionSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Opt-in: one instance serves one request after another (its memory persists between
+    /// them, like a warm Lambda environment) instead of a fresh instance per request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instance_reuse: bool,
 }
 
 /// One immutable, numbered version of a function.

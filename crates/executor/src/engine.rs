@@ -16,8 +16,8 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wisp_core::{Limits, Outcome};
 
 /// How often the epoch advances: the granularity of timeouts and of the yields that keep a
@@ -263,13 +263,27 @@ impl Executor {
         request: http::Request<Bytes>,
         ctx: &InvocationContext,
     ) -> InvocationResult {
-        let start = Instant::now();
-        let timeout = Duration::from_millis(ctx.limits.timeout_ms);
-        let deadline = start + timeout;
+        self.run(component, None, request, ctx).await
+    }
+
+    /// Runs one request in a warm instance from `pool` (or a new one), and gives the
+    /// instance back to the pool if the request succeeded. A trap, timeout or memory
+    /// overrun discards the instance. All requests through one pool must use the same
+    /// component and context (one pool per function version).
+    pub async fn invoke_warm(
+        &self,
+        component: &LoadedComponent,
+        pool: &WarmPool,
+        request: http::Request<Bytes>,
+        ctx: &InvocationContext,
+    ) -> InvocationResult {
+        self.run(component, Some(pool), request, ctx).await
+    }
+
+    fn new_slot(&self, ctx: &InvocationContext) -> Slot {
         let stdout = LogPipe::new(self.config.log_capacity);
         let stderr = LogPipe::new(self.config.log_capacity);
         let oom = Arc::new(AtomicBool::new(false));
-
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -289,8 +303,32 @@ impl Executor {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        Slot {
+            store,
+            proxy: None,
+            stdout,
+            stderr,
+            oom,
+        }
+    }
+
+    async fn run(
+        &self,
+        component: &LoadedComponent,
+        pool: Option<&WarmPool>,
+        request: http::Request<Bytes>,
+        ctx: &InvocationContext,
+    ) -> InvocationResult {
+        let start = Instant::now();
+        let timeout = Duration::from_millis(ctx.limits.timeout_ms);
+        let deadline = start + timeout;
+        let mut slot = pool
+            .and_then(WarmPool::take)
+            .unwrap_or_else(|| self.new_slot(ctx));
+        let (stdout, stderr, oom) = (slot.stdout.clone(), slot.stderr.clone(), slot.oom.clone());
+        oom.store(false, Ordering::Relaxed);
+        slot.store.set_epoch_deadline(1);
+        slot.store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
                 Err(Trap::Interrupt.into())
             } else {
@@ -305,11 +343,9 @@ impl Executor {
         let request = hyper::Request::from_parts(parts, body);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = (|| {
-            let req = store
-                .data_mut()
-                .http()
-                .new_incoming_request(Scheme::Http, request)?;
-            let out = store.data_mut().http().new_response_outparam(tx)?;
+            let http = &mut slot.store.data_mut().http();
+            let req = http.new_incoming_request(Scheme::Http, request)?;
+            let out = http.new_response_outparam(tx)?;
             Ok::<_, wasmtime::Error>((req, out))
         })();
         let (req, out) = match prepared {
@@ -330,17 +366,34 @@ impl Executor {
         let pool_full = Arc::new(AtomicBool::new(false));
         let pool_full_flag = pool_full.clone();
         let guest = async move {
-            let proxy = pre.instantiate_async(&mut store).await.inspect_err(|e| {
-                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                    .is_some()
-                {
-                    pool_full_flag.store(true, Ordering::Relaxed);
-                }
-            })?;
-            proxy
+            let proxy = match slot.proxy.take() {
+                Some(p) => p,
+                None => match pre.instantiate_async(&mut slot.store).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                            .is_some()
+                        {
+                            pool_full_flag.store(true, Ordering::Relaxed);
+                        }
+                        return (None, Err(e));
+                    }
+                },
+            };
+            let result = proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
+                .call_handle(&mut slot.store, req, out)
+                .await;
+            slot.proxy = Some(proxy);
+            // A trapped instance is dropped here, and with it the response channel it
+            // held, so that the response side sees "no response" at once.
+            match result {
+                Ok(()) => (Some(slot), Ok(())),
+                Err(e) => {
+                    drop(slot);
+                    (None, Err(e))
+                }
+            }
         };
         let max_response = self.config.max_response_bytes;
         let response = async move {
@@ -366,38 +419,46 @@ impl Executor {
         let oom = oom.load(Ordering::Relaxed);
         let (outcome, response, error) = match joined {
             Err(_) => (Outcome::Timeout, None, Some(timeout_message(timeout))),
-            Ok((guest, response)) => match (guest, response) {
-                (Ok(()), Ok(resp)) => (Outcome::Success, Some(resp), None),
-                (Err(e), _) if is_interrupt(&e) => {
-                    (Outcome::Timeout, None, Some(timeout_message(timeout)))
+            Ok(((slot, guest), response)) => {
+                let result = match (guest, response) {
+                    (Ok(()), Ok(resp)) => (Outcome::Success, Some(resp), None),
+                    (Err(e), _) if is_interrupt(&e) => {
+                        (Outcome::Timeout, None, Some(timeout_message(timeout)))
+                    }
+                    (Err(e), _) if pool_full.load(Ordering::Relaxed) => (
+                        Outcome::Throttled,
+                        None,
+                        Some(format!(
+                            "the node is at capacity (no free instance slot): {e:#}"
+                        )),
+                    ),
+                    (_, _) if oom => (
+                        Outcome::OutOfMemory,
+                        None,
+                        Some(format!(
+                            "the function exceeded its memory limit of {}",
+                            wisp_core::ByteSize(ctx.limits.memory_bytes)
+                        )),
+                    ),
+                    (Err(e), _) => (
+                        Outcome::Error,
+                        None,
+                        Some(format!("the function failed: {e:#}")),
+                    ),
+                    (Ok(()), Err(Some(msg))) => (Outcome::Error, None, Some(msg)),
+                    (Ok(()), Err(None)) => (
+                        Outcome::Error,
+                        None,
+                        Some("the function returned without setting a response".to_string()),
+                    ),
+                };
+                if let (Some(pool), Some(slot)) = (pool, slot)
+                    && result.0 == Outcome::Success
+                {
+                    pool.put(slot);
                 }
-                (Err(e), _) if pool_full.load(Ordering::Relaxed) => (
-                    Outcome::Throttled,
-                    None,
-                    Some(format!(
-                        "the node is at capacity (no free instance slot): {e:#}"
-                    )),
-                ),
-                (_, _) if oom => (
-                    Outcome::OutOfMemory,
-                    None,
-                    Some(format!(
-                        "the function exceeded its memory limit of {}",
-                        wisp_core::ByteSize(ctx.limits.memory_bytes)
-                    )),
-                ),
-                (Err(e), _) => (
-                    Outcome::Error,
-                    None,
-                    Some(format!("the function failed: {e:#}")),
-                ),
-                (Ok(()), Err(Some(msg))) => (Outcome::Error, None, Some(msg)),
-                (Ok(()), Err(None)) => (
-                    Outcome::Error,
-                    None,
-                    Some("the function returned without setting a response".to_string()),
-                ),
-            },
+                result
+            }
         };
         InvocationResult {
             outcome,
@@ -406,6 +467,56 @@ impl Executor {
             stdout: stdout.take(),
             stderr: stderr.take(),
             duration: start.elapsed(),
+        }
+    }
+}
+
+/// A store and, once instantiated, the instance in it, with its captured output.
+struct Slot {
+    store: Store<HostState>,
+    proxy: Option<Proxy>,
+    stdout: LogPipe,
+    stderr: LogPipe,
+    oom: Arc<AtomicBool>,
+}
+
+/// Idle warm instances of one function version (instance reuse mode). Each holds a slot
+/// of the instance pool while it waits, so the pool keeps at most `max_idle`.
+pub struct WarmPool {
+    idle: std::sync::Mutex<Vec<Slot>>,
+    max_idle: usize,
+}
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool")
+            .field("idle", &self.idle())
+            .field("max_idle", &self.max_idle)
+            .finish()
+    }
+}
+
+impl WarmPool {
+    pub fn new(max_idle: usize) -> Self {
+        WarmPool {
+            idle: std::sync::Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    /// Instances waiting for a request.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn take(&self) -> Option<Slot> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put(&self, slot: Slot) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(slot);
         }
     }
 }

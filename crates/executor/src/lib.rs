@@ -18,5 +18,5 @@ mod logpipe;
 
 pub use engine::{
     CompileError, Executor, ExecutorConfig, ExecutorError, InvocationContext, InvocationResult,
-    LoadedComponent,
+    LoadedComponent, WarmPool,
 };

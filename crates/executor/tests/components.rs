@@ -148,3 +148,51 @@ fn rejects_what_is_not_an_http_component() {
         Err(CompileError::Invalid(_))
     ));
 }
+
+async fn body_of(r: wisp_executor::InvocationResult) -> String {
+    assert_eq!(r.outcome, Outcome::Success, "{:?}", r.error);
+    String::from_utf8(r.response.unwrap().into_body().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn fresh_instances_share_nothing_between_requests() {
+    let exec = executor();
+    let c = load(&exec, "counter");
+    for _ in 0..3 {
+        assert_eq!(
+            body_of(exec.invoke(&c, request("/"), &ctx(5000, 64)).await).await,
+            "1"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_warm_pool_reuses_instances_and_drops_failed_ones() {
+    let exec = executor();
+    let c = load(&exec, "counter");
+    let pool = wisp_executor::WarmPool::new(4);
+    for expected in ["1", "2", "3"] {
+        let r = exec
+            .invoke_warm(&c, &pool, request("/"), &ctx(5000, 64))
+            .await;
+        assert_eq!(body_of(r).await, expected);
+    }
+    assert_eq!(pool.idle(), 1);
+    // Output is captured per request, not accumulated across them.
+    let r = exec
+        .invoke_warm(&c, &pool, request("/"), &ctx(5000, 64))
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "counter: request 4 of this instance\n"
+    );
+
+    // A failing request's instance is not given back.
+    let spin = load(&exec, "spin_loop");
+    let spin_pool = wisp_executor::WarmPool::new(4);
+    let r = exec
+        .invoke_warm(&spin, &spin_pool, request("/"), &ctx(100, 64))
+        .await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+    assert_eq!(spin_pool.idle(), 0);
+}

@@ -248,7 +248,14 @@ impl Invoker {
             limits: f.spec.limits,
         };
         let ts_ms = logs::now_ms();
-        let result = self.executor.invoke(&component, inv.request, &ctx).await;
+        let result = match &f.warm {
+            Some(pool) => {
+                self.executor
+                    .invoke_warm(&component, pool, inv.request, &ctx)
+                    .await
+            }
+            None => self.executor.invoke(&component, inv.request, &ctx).await,
+        };
 
         let mut lines = Vec::new();
         let mut push = |stream: LogStream, text: &str| {

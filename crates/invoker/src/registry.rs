@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wisp_core::{Function, FunctionName, FunctionSpec, RouteTable};
+use wisp_executor::WarmPool;
 
 /// A function as it serves traffic: its active version and its concurrency gate.
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub struct ActiveFunction {
     /// Shared across versions while `max_concurrency` is unchanged, so a redeploy does not
     /// double the function's concurrency.
     pub concurrency: Arc<Semaphore>,
+    /// Warm instances, for a version with `instance_reuse`; kept while the version serves.
+    pub warm: Option<Arc<WarmPool>>,
 }
 
 /// An immutable snapshot of what is deployed: swapped whole on every change.
@@ -34,6 +37,13 @@ impl Registry {
                 .filter(|old| old.spec.limits.max_concurrency == max)
                 .map(|old| old.concurrency.clone())
                 .unwrap_or_else(|| Arc::new(Semaphore::new(max as usize)));
+            let warm = f.active.instance_reuse.then(|| {
+                previous
+                    .and_then(|p| p.functions.get(&f.name))
+                    .filter(|old| old.version == f.active_version)
+                    .and_then(|old| old.warm.clone())
+                    .unwrap_or_else(|| Arc::new(WarmPool::new(max.min(64) as usize)))
+            });
             let active = Arc::new(ActiveFunction {
                 name: f.name.clone(),
                 app: f.app.clone(),
@@ -46,6 +56,7 @@ impl Registry {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 concurrency,
+                warm,
             });
             for route in &f.active.routes {
                 // Deploys are checked for conflicts before they are stored; a conflict here

@@ -19,7 +19,7 @@ const TOP_ALIASES: &[(&str, &str)] = &[
     ("fns", "functions"),
 ];
 
-const FUNCTION_FIELDS: &[&str] = &["source", "routes", "env", "limits"];
+const FUNCTION_FIELDS: &[&str] = &["source", "routes", "env", "limits", "instance_reuse"];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
     ("path", "source"),
@@ -465,12 +465,33 @@ impl<'a> Checker<'a> {
             Some((lk, lv)) => self.limits(&join(path, "limits"), lk, lv)?,
             None => Limits::default(),
         };
+        let instance_reuse = match fields.get("instance_reuse") {
+            Some((
+                _,
+                Node {
+                    kind: Kind::Bool(b),
+                    ..
+                },
+            )) => *b,
+            Some((rk, rv)) => {
+                return Err(self.err(
+                    at(rk, rv),
+                    &join(path, "instance_reuse"),
+                    format!(
+                        "`instance_reuse` must be `true` or `false`, not {}",
+                        rv.describe()
+                    ),
+                ));
+            }
+            None => false,
+        };
         Ok(FunctionManifest {
             name,
             source,
             routes,
             env,
             limits,
+            instance_reuse,
             line: k.pos.line,
         })
     }

@@ -62,6 +62,9 @@ pub struct FunctionManifest {
     pub env: BTreeMap<String, String>,
     /// The function's limits, with [`wisp_core::Limits::default`] for those not given.
     pub limits: wisp_core::Limits,
+    /// `instance_reuse: true`: an instance serves requests one after another instead of a
+    /// fresh instance per request (the default).
+    pub instance_reuse: bool,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

@@ -215,7 +215,7 @@ fn unknown_fields_name_the_field_its_place_and_the_allowed_ones() {
     assert_at(&e, 5, 5, "functions.a.rutes");
     assert_eq!(
         e.message,
-        "unknown field `rutes`, expected one of `source`, `routes`, `env`, `limits`; did you mean `routes`?"
+        "unknown field `rutes`, expected one of `source`, `routes`, `env`, `limits`, `instance_reuse`; did you mean `routes`?"
     );
 
     let e = error("app: shop\nfunctons:\n  a:\n    source: hello.wasm\n");
@@ -624,4 +624,22 @@ proptest! {
         let text: String = parts.concat();
         let _ = parse(&text, Path::new("wisp.yaml"));
     }
+}
+
+#[test]
+fn instance_reuse_is_a_boolean() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("f.wasm");
+    std::fs::write(&wasm, b"\0asm").unwrap();
+    let file = dir.path().join("wisp.yaml");
+    let yaml = |v: &str| {
+        format!("app: a\nfunctions:\n  f:\n    source: ./f.wasm\n    instance_reuse: {v}\n")
+    };
+    let m = crate::parse(&yaml("true"), &file).unwrap();
+    assert!(m.functions[0].instance_reuse);
+    let m = crate::parse(&yaml("false"), &file).unwrap();
+    assert!(!m.functions[0].instance_reuse);
+    let err = crate::parse(&yaml("sometimes"), &file).unwrap_err();
+    assert_eq!(err.line, Some(5));
+    assert!(err.message.contains("must be `true` or `false`"), "{err}");
 }

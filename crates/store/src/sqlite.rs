@@ -380,6 +380,7 @@ mod tests {
             routes: vec!["GET /x".parse().unwrap()],
             env: Default::default(),
             limits: Limits::default(),
+            instance_reuse: false,
         }
     }
 

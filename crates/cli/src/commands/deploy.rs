@@ -106,6 +106,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             routes: f.routes.clone(),
             env: f.env.clone(),
             limits: f.limits,
+            instance_reuse: f.instance_reuse,
         });
     }
     let result: DeployResult = client

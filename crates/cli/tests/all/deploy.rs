@@ -200,3 +200,29 @@ fn up_with_deploy_serves_the_examples() {
     node.wait_stdout("wisp: ready", Duration::from_secs(120));
     assert_eq!(node.get("/hello"), (200, "Hello from Wisp!\n".to_string()));
 }
+
+#[test]
+fn instance_reuse_is_opt_in() {
+    let node = Node::start();
+    let m = manifest(&format!(
+        "app: warm\nfunctions:\n  fresh:\n    source: {c}\n    routes: [GET /fresh]\n  warm:\n    source: {c}\n    routes: [GET /warm]\n    instance_reuse: true\n",
+        c = src("counter")
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    // Fresh instance per request by default: nothing survives a request.
+    for _ in 0..3 {
+        assert_eq!(node.get("/fresh").1, "1");
+    }
+    // With instance_reuse, sequential requests meet the same warm instance.
+    let counts: Vec<u64> = (0..3)
+        .map(|_| node.get("/warm").1.parse().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 2, 3]);
+    // A redeploy that changes the version starts from fresh instances.
+    let m2 = manifest(&format!(
+        "app: warm\nfunctions:\n  fresh:\n    source: {c}\n    routes: [GET /fresh]\n  warm:\n    source: {c}\n    routes: [GET /warm]\n    instance_reuse: true\n    env:\n      V: \"2\"\n",
+        c = src("counter")
+    ));
+    node.wisp_ok(&["deploy", &arg(&m2)]);
+    assert_eq!(node.get("/warm").1, "1");
+}
