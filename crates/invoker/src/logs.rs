@@ -1,11 +1,21 @@
-//! Function log lines: written in batches by one background task, and announced to
-//! followers (`wisp logs -f`) as soon as they are stored.
+//! Function log lines: written in batches by one writer thread, and announced to followers
+//! (`wisp logs -f`) as soon as they are stored.
+//!
+//! Invocations only push onto a channel. The writer thread sleeps a few milliseconds after
+//! the first line of a batch instead of waking for each one, so a busy node pays one
+//! thread wake-up and one SQLite transaction per batch, not per request.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{oneshot, watch};
 use wisp_core::LogLine;
 use wisp_store::Store;
+
+/// How long the writer gathers lines before it writes them.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
+const MAX_BATCH: usize = 10_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 enum Msg {
     Lines(Vec<LogLine>),
@@ -22,7 +32,7 @@ pub(crate) fn now_ms() -> i64 {
 /// Where invocations send their log lines.
 #[derive(Clone)]
 pub struct LogSink {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     written: watch::Receiver<u64>,
 }
 
@@ -43,63 +53,14 @@ impl Default for Retention {
 }
 
 impl LogSink {
-    /// Starts the writer task (and the retention task) on the current tokio runtime.
+    /// Starts the writer thread, which also applies `retention` every minute.
     pub fn start(store: Arc<dyn Store>, retention: Retention) -> LogSink {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let (written_tx, written) = watch::channel(0u64);
-        let writer_store = store.clone();
-        tokio::spawn(async move {
-            let mut batch: Vec<LogLine> = Vec::new();
-            let mut flushes = Vec::new();
-            while let Some(msg) = rx.recv().await {
-                let mut next = Some(msg);
-                while let Some(msg) = next.take() {
-                    match msg {
-                        Msg::Lines(lines) => batch.extend(lines),
-                        Msg::Flush(done) => flushes.push(done),
-                    }
-                    if batch.len() < 5000 {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                if batch.is_empty() {
-                    flushes.drain(..).for_each(|f| {
-                        let _ = f.send(());
-                    });
-                    continue;
-                }
-                let store = writer_store.clone();
-                let lines = std::mem::take(&mut batch);
-                let res = tokio::task::spawn_blocking(move || store.append_logs(&lines)).await;
-                match res {
-                    Ok(Ok(())) => {
-                        written_tx.send_modify(|n| *n += 1);
-                    }
-                    Ok(Err(e)) => tracing::error!("writing function logs: {e}"),
-                    Err(e) => tracing::error!("writing function logs: {e}"),
-                }
-                flushes.drain(..).for_each(|f| {
-                    let _ = f.send(());
-                });
-            }
-        });
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                let store = store.clone();
-                let cutoff = now_ms() - retention.max_age.as_millis() as i64;
-                let res = tokio::task::spawn_blocking(move || {
-                    store.prune_logs(retention.lines_per_function, cutoff)
-                })
-                .await;
-                match res {
-                    Ok(Ok(n)) if n > 0 => tracing::debug!("pruned {n} log lines"),
-                    Ok(Err(e)) => tracing::warn!("pruning function logs: {e}"),
-                    _ => {}
-                }
-            }
-        });
+        std::thread::Builder::new()
+            .name("wisp-logs".into())
+            .spawn(move || writer(rx, store, retention, written_tx))
+            .expect("starting the log writer thread");
         LogSink { tx, written }
     }
 
@@ -120,5 +81,63 @@ impl LogSink {
     /// Changes each time a batch of lines has been stored: followers wait on it.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.written.clone()
+    }
+}
+
+fn writer(
+    rx: mpsc::Receiver<Msg>,
+    store: Arc<dyn Store>,
+    retention: Retention,
+    written: watch::Sender<u64>,
+) {
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
+    let mut batch: Vec<LogLine> = Vec::new();
+    let mut flushes = Vec::new();
+    loop {
+        // Wait for the first message, at most until the next pruning.
+        let first = match rx.recv_timeout(next_prune.saturating_duration_since(Instant::now())) {
+            Ok(msg) => Some(msg),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if let Some(first) = first {
+            let flushing = matches!(first, Msg::Flush(_));
+            let take = |msg: Msg, batch: &mut Vec<LogLine>, flushes: &mut Vec<_>| match msg {
+                Msg::Lines(lines) => batch.extend(lines),
+                Msg::Flush(done) => flushes.push(done),
+            };
+            take(first, &mut batch, &mut flushes);
+            if !flushing {
+                // Let more lines arrive without waking for each of them.
+                std::thread::sleep(BATCH_WINDOW);
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => take(msg, &mut batch, &mut flushes),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                match store.append_logs(&batch) {
+                    Ok(()) => {
+                        written.send_modify(|n| *n += 1);
+                    }
+                    Err(e) => tracing::error!("writing {} function log lines: {e}", batch.len()),
+                }
+                batch.clear();
+            }
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+        if Instant::now() >= next_prune {
+            next_prune = Instant::now() + PRUNE_EVERY;
+            let cutoff = now_ms() - retention.max_age.as_millis() as i64;
+            match store.prune_logs(retention.lines_per_function, cutoff) {
+                Ok(n) if n > 0 => tracing::debug!("pruned {n} log lines"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("pruning function logs: {e}"),
+            }
+        }
     }
 }
