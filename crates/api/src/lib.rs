@@ -41,6 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/functions/{name}/rollback"),
     ("post", "/v1/functions/{name}/invoke"),
     ("get", "/v1/logs"),
+    ("get", "/metrics"),
 ];
 
 /// Largest component upload accepted.
@@ -81,6 +82,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         .route("/v1/functions/{name}/invoke", post(functions::invoke))
         .route("/v1/logs", get(logs::logs))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -93,6 +95,18 @@ pub fn app(state: ApiState) -> Router {
 
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn metrics(
+    State(state): State<ApiState>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.invoker.metrics().encode(),
+    )
 }
 
 async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {

@@ -10,9 +10,11 @@
 #![forbid(unsafe_code)]
 
 mod logs;
+mod metrics;
 mod registry;
 
 pub use logs::{LogSink, Retention};
+pub use metrics::{FunctionMetrics, Metrics};
 pub use registry::{ActiveFunction, Registry};
 
 use bytes::Bytes;
@@ -78,6 +80,7 @@ pub struct Invoker {
     registry: RwLock<Arc<Registry>>,
     components: Mutex<HashMap<String, ComponentCell>>,
     logs: LogSink,
+    metrics: Metrics,
 }
 
 impl Invoker {
@@ -88,7 +91,8 @@ impl Invoker {
         artifacts: ArtifactDir,
         logs: LogSink,
     ) -> Result<Self, RegistryError> {
-        let registry = Registry::build(&store.functions()?, None);
+        let metrics = Metrics::new();
+        let registry = Registry::build(&store.functions()?, None, &metrics);
         Ok(Invoker {
             executor,
             store,
@@ -96,6 +100,7 @@ impl Invoker {
             registry: RwLock::new(Arc::new(registry)),
             components: Mutex::new(HashMap::new()),
             logs,
+            metrics,
         })
     }
 
@@ -109,6 +114,10 @@ impl Invoker {
 
     pub fn logs(&self) -> &LogSink {
         &self.logs
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The registry serving traffic now. Cheap: an `Arc` clone.
@@ -142,7 +151,7 @@ impl Invoker {
                     .map_err(|e| RegistryError::Load(e.to_string()))?;
             }
         }
-        let registry = Registry::build(&functions, Some(&old));
+        let registry = Registry::build(&functions, Some(&old), &self.metrics);
         let live: std::collections::HashSet<&str> = functions
             .iter()
             .map(|f| f.active.artifact.as_str())
@@ -194,6 +203,11 @@ impl Invoker {
     /// The loaded component for an artifact: from memory, else from the compiled file on
     /// disk, else recompiled from the stored `.wasm` (after an engine upgrade).
     async fn component(&self, sha256: &str) -> Result<Arc<LoadedComponent>, String> {
+        self.component_cold(sha256).await.map(|(c, _)| c)
+    }
+
+    /// The component, and whether this call had to load it (a cold start).
+    async fn component_cold(&self, sha256: &str) -> Result<(Arc<LoadedComponent>, bool), String> {
         let cell = self
             .components
             .lock()
@@ -201,48 +215,57 @@ impl Invoker {
             .entry(sha256.to_string())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| async {
-            let exec = self.executor.clone();
-            let artifacts = self.artifacts.clone();
-            let sha = sha256.to_string();
-            tokio::task::spawn_blocking(move || {
-                let compiled = artifacts.compiled_path(exec.engine_id(), &sha);
-                if !compiled.exists() {
-                    tracing::info!(artifact = %sha, "compiling artifact for this engine");
-                    let wasm = std::fs::read(artifacts.wasm_path(&sha))
-                        .map_err(|e| format!("reading artifact {sha}: {e}"))?;
-                    let bytes = exec.compile(&wasm).map_err(|e| e.to_string())?;
-                    artifacts
-                        .write_atomic(&compiled, &bytes)
-                        .map_err(|e| e.to_string())?;
-                }
-                exec.load(&compiled)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
+        let cold = !cell.initialized();
+        let loaded = cell
+            .get_or_try_init(|| async {
+                let exec = self.executor.clone();
+                let artifacts = self.artifacts.clone();
+                let sha = sha256.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let compiled = artifacts.compiled_path(exec.engine_id(), &sha);
+                    if !compiled.exists() {
+                        tracing::info!(artifact = %sha, "compiling artifact for this engine");
+                        let wasm = std::fs::read(artifacts.wasm_path(&sha))
+                            .map_err(|e| format!("reading artifact {sha}: {e}"))?;
+                        let bytes = exec.compile(&wasm).map_err(|e| e.to_string())?;
+                        artifacts
+                            .write_atomic(&compiled, &bytes)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    exec.load(&compiled)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())?
             })
             .await
-            .map_err(|e| e.to_string())?
-        })
-        .await
-        .cloned()
+            .cloned()?;
+        Ok((loaded, cold))
     }
 
     /// Runs an invocation: concurrency limit, component, execution, logs.
     pub async fn invoke(&self, inv: Invocation) -> Result<Completed, InvokeError> {
         let f = &inv.function;
         let Ok(_permit) = f.concurrency.clone().try_acquire_owned() else {
+            f.metrics.throttles.inc();
+            f.metrics.invocation(inv.trigger, Outcome::Throttled).inc();
             return Err(InvokeError::Throttled {
                 function: f.name.to_string(),
                 limit: f.spec.limits.max_concurrency,
             });
         };
-        let component =
-            self.component(&f.spec.artifact)
-                .await
-                .map_err(|message| InvokeError::Unavailable {
-                    function: f.name.to_string(),
-                    message,
-                })?;
+        let _running = Running::start(&f.metrics);
+        let (component, cold) = self
+            .component_cold(&f.spec.artifact)
+            .await
+            .map_err(|message| InvokeError::Unavailable {
+                function: f.name.to_string(),
+                message,
+            })?;
+        if cold {
+            f.metrics.cold_starts.inc();
+        }
         let ctx = InvocationContext {
             env: f.env.clone(),
             limits: f.spec.limits,
@@ -277,6 +300,8 @@ impl Invoker {
             push(LogStream::Platform, err);
         }
         self.logs.send(lines);
+        f.metrics.invocation(inv.trigger, result.outcome).inc();
+        f.metrics.duration.observe(result.duration.as_secs_f64());
         if result.outcome != Outcome::Success {
             tracing::info!(
                 function = %f.name,
@@ -295,6 +320,23 @@ impl Invoker {
             error: result.error,
             duration: result.duration,
         })
+    }
+}
+
+/// Counts an invocation in the function's concurrency gauge for as long as it lives, even
+/// when the caller goes away and the invocation's future is dropped.
+struct Running<'a>(&'a FunctionMetrics);
+
+impl<'a> Running<'a> {
+    fn start(m: &'a FunctionMetrics) -> Self {
+        m.concurrent.inc();
+        Running(m)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.concurrent.dec();
     }
 }
 

@@ -1,3 +1,4 @@
+use crate::metrics::{FunctionMetrics, Metrics};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -18,6 +19,7 @@ pub struct ActiveFunction {
     pub concurrency: Arc<Semaphore>,
     /// Warm instances, for a version with `instance_reuse`; kept while the version serves.
     pub warm: Option<Arc<WarmPool>>,
+    pub metrics: FunctionMetrics,
 }
 
 /// An immutable snapshot of what is deployed: swapped whole on every change.
@@ -28,7 +30,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(functions: &[Function], previous: Option<&Registry>) -> Registry {
+    pub fn build(
+        functions: &[Function],
+        previous: Option<&Registry>,
+        metrics: &Metrics,
+    ) -> Registry {
         let mut reg = Registry::default();
         for f in functions {
             let max = f.active.limits.max_concurrency;
@@ -57,6 +63,10 @@ impl Registry {
                     .collect(),
                 concurrency,
                 warm,
+                metrics: previous
+                    .and_then(|p| p.functions.get(&f.name))
+                    .map(|old| old.metrics.clone())
+                    .unwrap_or_else(|| metrics.function(f.name.as_str())),
             });
             for route in &f.active.routes {
                 // Deploys are checked for conflicts before they are stored; a conflict here

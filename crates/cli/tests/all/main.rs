@@ -9,4 +9,5 @@ mod errors;
 mod lifecycle;
 mod limits;
 mod logs;
+mod metrics;
 mod routing;
