@@ -10,6 +10,7 @@ mod deploy;
 mod error;
 mod functions;
 mod logs;
+mod usage;
 
 pub use error::ApiError;
 
@@ -42,6 +43,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/functions/{name}/invoke"),
     ("get", "/v1/logs"),
     ("get", "/metrics"),
+    ("get", "/v1/usage"),
+    ("get", "/v1/cost"),
 ];
 
 /// Largest component upload accepted.
@@ -53,6 +56,8 @@ pub struct ApiState {
     token: Arc<str>,
     /// Deploys, rollbacks and removals are applied one at a time.
     change_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Prices for `GET /v1/cost`.
+    pub prices: wisp_core::PriceSheet,
 }
 
 impl ApiState {
@@ -61,7 +66,13 @@ impl ApiState {
             invoker,
             token: token.into(),
             change_lock: Arc::default(),
+            prices: wisp_core::PriceSheet::default(),
         }
+    }
+
+    pub fn with_prices(mut self, prices: wisp_core::PriceSheet) -> Self {
+        self.prices = prices;
+        self
     }
 }
 
@@ -83,6 +94,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/functions/{name}/invoke", post(functions::invoke))
         .route("/v1/logs", get(logs::logs))
         .route("/metrics", get(metrics))
+        .route("/v1/usage", get(usage::usage))
+        .route("/v1/cost", get(usage::cost))
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -21,6 +21,8 @@ pub struct LogsParams {
     after: Option<i64>,
     /// At most this many lines (default 100, at most 10000): the newest ones.
     limit: Option<usize>,
+    /// Only lines that contain this text.
+    grep: Option<String>,
     /// Keep the response open and stream new lines as NDJSON.
     #[serde(default)]
     follow: bool,
@@ -67,6 +69,7 @@ pub async fn logs(
         since_ms: p.since.as_deref().map(parse_since).transpose()?,
         after_id: p.after,
         limit,
+        grep: p.grep.clone().filter(|g| !g.is_empty()),
     };
     if let Some(f) = &p.function
         && wisp_core::FunctionName::new(f.clone()).is_err()

@@ -36,6 +36,10 @@ enum Command {
     Rollback(commands::rollback::Rollback),
     /// Remove a function: its routes stop answering at once.
     Rm(commands::rm::Rm),
+    /// Usage over a period: invocations, billed time, GB-seconds, cold starts.
+    Usage(commands::usage::Usage),
+    /// The bill for a period, compared with always-on servers.
+    Cost(commands::cost::Cost),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
             Command::Versions(c) => c.execute().await,
             Command::Rollback(c) => c.execute().await,
             Command::Rm(c) => c.execute().await,
+            Command::Usage(c) => c.execute().await,
+            Command::Cost(c) => c.execute().await,
         }
     });
     match result {

@@ -8,10 +8,12 @@
 mod limits;
 mod name;
 mod route;
+mod usage;
 
 pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
+pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

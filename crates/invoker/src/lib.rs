@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::OnceCell;
-use wisp_core::{FunctionName, LogLine, LogStream, Outcome, Trigger};
+use wisp_core::{FunctionName, LogLine, LogStream, Outcome, Trigger, UsageRecord};
 use wisp_executor::{CompileError, Executor, InvocationContext, LoadedComponent};
 use wisp_store::{ArtifactDir, Store};
 
@@ -81,6 +81,8 @@ pub struct Invoker {
     components: Mutex<HashMap<String, ComponentCell>>,
     logs: LogSink,
     metrics: Metrics,
+    /// Invocations running on this node now.
+    running: std::sync::atomic::AtomicU32,
 }
 
 impl Invoker {
@@ -101,6 +103,7 @@ impl Invoker {
             components: Mutex::new(HashMap::new()),
             logs,
             metrics,
+            running: Default::default(),
         })
     }
 
@@ -255,7 +258,10 @@ impl Invoker {
                 limit: f.spec.limits.max_concurrency,
             });
         };
-        let _running = Running::start(&f.metrics);
+        let _running = Running::start(&f.metrics, &self.running);
+        let concurrency = self.running.load(std::sync::atomic::Ordering::Relaxed);
+        let start_ms = logs::now_ms();
+        let init_started = std::time::Instant::now();
         let (component, cold) = self
             .component_cold(&f.spec.artifact)
             .await
@@ -263,9 +269,12 @@ impl Invoker {
                 function: f.name.to_string(),
                 message,
             })?;
-        if cold {
+        let init_us = if cold {
             f.metrics.cold_starts.inc();
-        }
+            init_started.elapsed().as_micros() as u64
+        } else {
+            0
+        };
         let ctx = InvocationContext {
             env: f.env.clone(),
             limits: f.spec.limits,
@@ -302,6 +311,21 @@ impl Invoker {
         self.logs.send(lines);
         f.metrics.invocation(inv.trigger, result.outcome).inc();
         f.metrics.duration.observe(result.duration.as_secs_f64());
+        let duration_us = result.duration.as_micros() as u64 + init_us;
+        self.logs.record_usage(UsageRecord {
+            request_id: inv.request_id.clone(),
+            function: f.name.to_string(),
+            version: f.version,
+            trigger: inv.trigger,
+            start_ms,
+            duration_us,
+            billed_ms: wisp_core::billed_ms(duration_us),
+            memory_mb: f.spec.limits.memory_bytes / (1024 * 1024),
+            init_us,
+            cold_start: cold,
+            outcome: result.outcome,
+            concurrency,
+        });
         if result.outcome != Outcome::Success {
             tracing::info!(
                 function = %f.name,
@@ -325,18 +349,20 @@ impl Invoker {
 
 /// Counts an invocation in the function's concurrency gauge for as long as it lives, even
 /// when the caller goes away and the invocation's future is dropped.
-struct Running<'a>(&'a FunctionMetrics);
+struct Running<'a>(&'a FunctionMetrics, &'a std::sync::atomic::AtomicU32);
 
 impl<'a> Running<'a> {
-    fn start(m: &'a FunctionMetrics) -> Self {
+    fn start(m: &'a FunctionMetrics, node: &'a std::sync::atomic::AtomicU32) -> Self {
         m.concurrent.inc();
-        Running(m)
+        node.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running(m, node)
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.concurrent.dec();
+        self.1.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
-use wisp_core::LogLine;
+use wisp_core::{LogLine, UsageRecord};
 use wisp_store::Store;
 
 /// How long the writer gathers lines before it writes them.
@@ -19,6 +19,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 enum Msg {
     Lines(Vec<LogLine>),
+    Usage(UsageRecord),
     Flush(oneshot::Sender<()>),
 }
 
@@ -70,7 +71,12 @@ impl LogSink {
         }
     }
 
-    /// Waits until every line sent before this call is stored.
+    /// Records a metered invocation (written with the next batch of lines).
+    pub fn record_usage(&self, record: UsageRecord) {
+        let _ = self.tx.send(Msg::Usage(record));
+    }
+
+    /// Waits until every line and record sent before this call is stored.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).is_ok() {
@@ -92,6 +98,7 @@ fn writer(
 ) {
     let mut next_prune = Instant::now() + PRUNE_EVERY;
     let mut batch: Vec<LogLine> = Vec::new();
+    let mut usage: Vec<UsageRecord> = Vec::new();
     let mut flushes = Vec::new();
     loop {
         // Wait for the first message, at most until the next pruning.
@@ -102,20 +109,30 @@ fn writer(
         };
         if let Some(first) = first {
             let flushing = matches!(first, Msg::Flush(_));
-            let take = |msg: Msg, batch: &mut Vec<LogLine>, flushes: &mut Vec<_>| match msg {
+            let take = |msg: Msg,
+                        batch: &mut Vec<LogLine>,
+                        usage: &mut Vec<UsageRecord>,
+                        flushes: &mut Vec<_>| match msg {
                 Msg::Lines(lines) => batch.extend(lines),
+                Msg::Usage(record) => usage.push(record),
                 Msg::Flush(done) => flushes.push(done),
             };
-            take(first, &mut batch, &mut flushes);
+            take(first, &mut batch, &mut usage, &mut flushes);
             if !flushing {
                 // Let more lines arrive without waking for each of them.
                 std::thread::sleep(BATCH_WINDOW);
             }
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && usage.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(msg) => take(msg, &mut batch, &mut flushes),
+                    Ok(msg) => take(msg, &mut batch, &mut usage, &mut flushes),
                     Err(_) => break,
                 }
+            }
+            if !usage.is_empty() {
+                if let Err(e) = store.append_usage(&usage) {
+                    tracing::error!("writing {} usage records: {e}", usage.len());
+                }
+                usage.clear();
             }
             if !batch.is_empty() {
                 match store.append_logs(&batch) {

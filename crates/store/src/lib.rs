@@ -12,7 +12,7 @@ mod sqlite;
 pub use artifacts::ArtifactDir;
 pub use sqlite::SqliteStore;
 
-use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, Version};
+use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, UsageRecord, Version};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,9 +60,35 @@ pub struct LogQuery {
     pub since_ms: Option<i64>,
     /// Only lines with an id greater than this (for following and paging).
     pub after_id: Option<i64>,
+    /// Only lines that contain this text (case-sensitive).
+    pub grep: Option<String>,
     /// At most this many lines, returned oldest first: the newest ones, or with
     /// `after_id` the first ones after it.
     pub limit: usize,
+}
+
+/// How to group a usage report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageGroup {
+    Function,
+    Day,
+    Trigger,
+}
+
+/// A usage report's row: the sums over one group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageRow {
+    /// The function name, the day (`YYYY-MM-DD`, UTC) or the trigger.
+    pub key: String,
+    pub invocations: u64,
+    pub errors: u64,
+    pub billed_ms: u64,
+    pub gb_seconds: f64,
+    pub duration_ms: f64,
+    pub cold_starts: u64,
+    /// The most invocations running at once on the node, seen at any start in the group.
+    pub peak_concurrency: u32,
 }
 
 /// Durable platform state. Implementations must make every method atomic.
@@ -88,4 +114,10 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps at most `keep_per_function` lines per function and none older than
     /// `older_than_ms`; returns how many lines were deleted.
     fn prune_logs(&self, keep_per_function: usize, older_than_ms: i64) -> Result<usize>;
+
+    /// Stores metered invocations and adds them to the hourly aggregates, in one
+    /// transaction.
+    fn append_usage(&self, records: &[UsageRecord]) -> Result<()>;
+    /// Sums of the hourly aggregates from `since_ms` (rounded down to the hour) to now.
+    fn usage(&self, since_ms: i64, by: UsageGroup) -> Result<Vec<UsageRow>>;
 }

@@ -1,9 +1,9 @@
-use crate::{DeployChange, LogQuery, Result, Store, StoreError};
+use crate::{DeployChange, LogQuery, Result, Store, StoreError, UsageGroup, UsageRow};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
-use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, LogStream, Version};
+use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, LogStream, UsageRecord, Version};
 
 /// The embedded store: SQLite in WAL mode. Platform state (`wisp.db`) is written with
 /// synchronous=FULL, so an acknowledged change survives `kill -9` and power loss. Function
@@ -48,6 +48,34 @@ CREATE TABLE IF NOT EXISTS logs (
     line TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
+CREATE TABLE IF NOT EXISTS invocations (
+    request_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    billed_ms INTEGER NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    init_us INTEGER NOT NULL,
+    cold_start INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    concurrency INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations (start_ms);
+CREATE TABLE IF NOT EXISTS usage_hourly (
+    function TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    invocations INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    billed_ms INTEGER NOT NULL,
+    gb_seconds REAL NOT NULL,
+    duration_us INTEGER NOT NULL,
+    cold_starts INTEGER NOT NULL,
+    peak_concurrency INTEGER NOT NULL,
+    PRIMARY KEY (function, trigger, hour_ms)
+);
 CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (ts_ms);
 "#;
@@ -324,6 +352,7 @@ impl Store for SqliteStore {
                AND (?2 IS NULL OR request_id = ?2)
                AND (?3 IS NULL OR ts_ms >= ?3)
                AND (?4 IS NULL OR id > ?4)
+               AND (?6 IS NULL OR instr(line, ?6) > 0)
              ORDER BY id {} LIMIT ?5",
             if forward { "ASC" } else { "DESC" }
         );
@@ -331,7 +360,14 @@ impl Store for SqliteStore {
         let limit = if q.limit == 0 { 1000 } else { q.limit } as i64;
         let mut lines: Vec<LogLine> = stmt
             .query_map(
-                params![q.function, q.request_id, q.since_ms, q.after_id, limit],
+                params![
+                    q.function,
+                    q.request_id,
+                    q.since_ms,
+                    q.after_id,
+                    limit,
+                    q.grep
+                ],
                 |r| {
                     let stream: String = r.get(5)?;
                     Ok(LogLine {
@@ -352,8 +388,108 @@ impl Store for SqliteStore {
         Ok(lines)
     }
 
+    fn append_usage(&self, records: &[UsageRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.logs_conn();
+        let tx = conn.transaction()?;
+        {
+            let mut raw = tx.prepare_cached(
+                "INSERT INTO invocations (request_id, function, version, trigger, start_ms,
+                    duration_us, billed_ms, memory_mb, init_us, cold_start, outcome, concurrency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            let mut hourly = tx.prepare_cached(
+                "INSERT INTO usage_hourly (function, trigger, hour_ms, invocations, errors,
+                    billed_ms, gb_seconds, duration_us, cold_starts, peak_concurrency)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (function, trigger, hour_ms) DO UPDATE SET
+                    invocations = invocations + 1,
+                    errors = errors + excluded.errors,
+                    billed_ms = billed_ms + excluded.billed_ms,
+                    gb_seconds = gb_seconds + excluded.gb_seconds,
+                    duration_us = duration_us + excluded.duration_us,
+                    cold_starts = cold_starts + excluded.cold_starts,
+                    peak_concurrency = max(peak_concurrency, excluded.peak_concurrency)",
+            )?;
+            for r in records {
+                let outcome = serde_json::to_value(r.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                raw.execute(params![
+                    r.request_id,
+                    r.function,
+                    r.version,
+                    r.trigger.as_str(),
+                    r.start_ms,
+                    r.duration_us as i64,
+                    r.billed_ms as i64,
+                    r.memory_mb as i64,
+                    r.init_us as i64,
+                    r.cold_start,
+                    outcome,
+                    r.concurrency,
+                ])?;
+                let hour_ms = r.start_ms - r.start_ms.rem_euclid(3_600_000);
+                let error = r.outcome != wisp_core::Outcome::Success;
+                hourly.execute(params![
+                    r.function,
+                    r.trigger.as_str(),
+                    hour_ms,
+                    error as i64,
+                    r.billed_ms as i64,
+                    wisp_core::gb_seconds(r.memory_mb, r.billed_ms),
+                    r.duration_us as i64,
+                    r.cold_start as i64,
+                    r.concurrency,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn usage(&self, since_ms: i64, by: UsageGroup) -> Result<Vec<UsageRow>> {
+        let conn = self.logs_conn();
+        let key = match by {
+            UsageGroup::Function => "function",
+            UsageGroup::Trigger => "trigger",
+            UsageGroup::Day => "strftime('%Y-%m-%d', hour_ms / 1000, 'unixepoch')",
+        };
+        let sql = format!(
+            "SELECT {key} AS k, SUM(invocations), SUM(errors), SUM(billed_ms), SUM(gb_seconds),
+                    SUM(duration_us), SUM(cold_starts), MAX(peak_concurrency)
+             FROM usage_hourly WHERE hour_ms >= ?1 GROUP BY k ORDER BY k"
+        );
+        let since_hour = since_ms - since_ms.rem_euclid(3_600_000);
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map([since_hour], |r| {
+                Ok(UsageRow {
+                    key: r.get(0)?,
+                    invocations: r.get::<_, i64>(1)? as u64,
+                    errors: r.get::<_, i64>(2)? as u64,
+                    billed_ms: r.get::<_, i64>(3)? as u64,
+                    gb_seconds: r.get(4)?,
+                    duration_ms: r.get::<_, i64>(5)? as f64 / 1000.0,
+                    cold_starts: r.get::<_, i64>(6)? as u64,
+                    peak_concurrency: r.get::<_, i64>(7)? as u32,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     fn prune_logs(&self, keep_per_function: usize, older_than_ms: i64) -> Result<usize> {
         let conn = self.logs_conn();
+        // Raw invocation records follow the log retention; the hourly aggregates that
+        // usage reports read are kept.
+        conn.execute(
+            "DELETE FROM invocations WHERE start_ms < ?1",
+            [older_than_ms],
+        )?;
         let mut n = conn.execute("DELETE FROM logs WHERE ts_ms < ?1", [older_than_ms])?;
         n += conn.execute(
             "DELETE FROM logs WHERE id IN (
@@ -560,6 +696,48 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["r2", "r4"]
         );
+    }
+
+    #[test]
+    fn usage_is_aggregated_by_function_day_and_trigger() {
+        let s = SqliteStore::in_memory().unwrap();
+        let rec = |f: &str, start_ms: i64, us: u64, outcome: wisp_core::Outcome| UsageRecord {
+            request_id: format!("{f}-{start_ms}"),
+            function: f.into(),
+            version: 1,
+            trigger: wisp_core::Trigger::Http,
+            start_ms,
+            duration_us: us,
+            billed_ms: wisp_core::billed_ms(us),
+            memory_mb: 1024,
+            init_us: 0,
+            cold_start: start_ms == 0,
+            outcome,
+            concurrency: (start_ms / 1000) as u32 + 1,
+        };
+        let day = 86_400_000;
+        s.append_usage(&[
+            rec("a", 0, 50_200, wisp_core::Outcome::Success),
+            rec("a", 1000, 999, wisp_core::Outcome::Error),
+            rec("b", day + 5, 2_000, wisp_core::Outcome::Success),
+        ])
+        .unwrap();
+        let by_fn = s.usage(0, UsageGroup::Function).unwrap();
+        assert_eq!(by_fn.len(), 2);
+        let a = &by_fn[0];
+        assert_eq!(
+            (a.key.as_str(), a.invocations, a.errors, a.billed_ms),
+            ("a", 2, 1, 52)
+        );
+        assert!((a.gb_seconds - 0.052).abs() < 1e-9);
+        assert_eq!((a.cold_starts, a.peak_concurrency), (1, 2));
+        assert!((a.duration_ms - 51.199).abs() < 1e-9);
+        let by_day = s.usage(0, UsageGroup::Day).unwrap();
+        assert_eq!(
+            by_day.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["1970-01-01", "1970-01-02"]
+        );
+        assert_eq!(s.usage(day, UsageGroup::Trigger).unwrap()[0].invocations, 1);
     }
 
     #[test]

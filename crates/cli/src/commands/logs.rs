@@ -21,6 +21,9 @@ pub struct Logs {
     /// Only lines of this request.
     #[arg(long)]
     pub request_id: Option<String>,
+    /// Only lines that contain this text.
+    #[arg(long)]
+    pub grep: Option<String>,
     /// At most this many lines (the newest).
     #[arg(long, short = 'n', default_value_t = 100)]
     pub limit: usize,
@@ -53,6 +56,9 @@ impl Logs {
         }
         if let Some(r) = &self.request_id {
             query.push(("request_id", r.clone()));
+        }
+        if let Some(g) = &self.grep {
+            query.push(("grep", g.clone()));
         }
         if self.follow {
             query.push(("follow", "true".into()));

@@ -1,3 +1,4 @@
+pub mod cost;
 pub mod deploy;
 pub mod invoke;
 pub mod logs;
@@ -5,4 +6,5 @@ pub mod ls;
 pub mod rm;
 pub mod rollback;
 pub mod up;
+pub mod usage;
 pub mod versions;

@@ -39,6 +39,11 @@ pub struct Up {
     /// How long in-flight requests may take to finish at shutdown.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// A YAML or JSON price sheet for `wisp cost` (fields: per_million_requests,
+    /// per_gb_second, free_requests, free_gb_seconds, server_hourly, server_concurrency;
+    /// default: AWS Lambda's published prices and free tier).
+    #[arg(long, value_name = "FILE")]
+    pub price_sheet: Option<PathBuf>,
     /// Node log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -136,6 +141,15 @@ impl Up {
                 p.display()
             );
         }
+        let prices = match &self.price_sheet {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the price sheet {}", p.display()))?;
+                serde_saphyr::from_str::<wisp_core::PriceSheet>(&text)
+                    .map_err(|e| anyhow::anyhow!("price sheet {}: {e}", p.display()))?
+            }
+            None => wisp_core::PriceSheet::default(),
+        };
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
         #[cfg(unix)]
@@ -171,7 +185,9 @@ impl Up {
             wait(shutdown.clone()),
             self.shutdown_grace,
         ));
-        let app = wisp_api::app(wisp_api::ApiState::new(invoker.clone(), token.clone()));
+        let app = wisp_api::app(
+            wisp_api::ApiState::new(invoker.clone(), token.clone()).with_prices(prices),
+        );
         let api_shutdown = shutdown.clone();
         let api_server = tokio::spawn(async move {
             axum::serve(api, app)

@@ -11,3 +11,4 @@ mod limits;
 mod logs;
 mod metrics;
 mod routing;
+mod usage;
