@@ -94,7 +94,7 @@ impl Invoker {
         logs: LogSink,
     ) -> Result<Self, RegistryError> {
         let metrics = Metrics::new();
-        let registry = Registry::build(&store.functions()?, None, &metrics);
+        let registry = Registry::build(&store.functions()?, None);
         Ok(Invoker {
             executor,
             store,
@@ -154,7 +154,7 @@ impl Invoker {
                     .map_err(|e| RegistryError::Load(e.to_string()))?;
             }
         }
-        let registry = Registry::build(&functions, Some(&old), &self.metrics);
+        let registry = Registry::build(&functions, Some(&old));
         let live: std::collections::HashSet<&str> = functions
             .iter()
             .map(|f| f.active.artifact.as_str())
@@ -250,15 +250,18 @@ impl Invoker {
     /// Runs an invocation: concurrency limit, component, execution, logs.
     pub async fn invoke(&self, inv: Invocation) -> Result<Completed, InvokeError> {
         let f = &inv.function;
+        let fm = f
+            .metrics
+            .get_or_init(|| self.metrics.function(f.name.as_str()));
         let Ok(_permit) = f.concurrency.clone().try_acquire_owned() else {
-            f.metrics.throttles.inc();
-            f.metrics.invocation(inv.trigger, Outcome::Throttled).inc();
+            fm.throttles.inc();
+            fm.invocation(inv.trigger, Outcome::Throttled).inc();
             return Err(InvokeError::Throttled {
                 function: f.name.to_string(),
                 limit: f.spec.limits.max_concurrency,
             });
         };
-        let _running = Running::start(&f.metrics, &self.running);
+        let _running = Running::start(fm, &self.running);
         let concurrency = self.running.load(std::sync::atomic::Ordering::Relaxed);
         let start_ms = logs::now_ms();
         let init_started = std::time::Instant::now();
@@ -270,7 +273,7 @@ impl Invoker {
                 message,
             })?;
         let init_us = if cold {
-            f.metrics.cold_starts.inc();
+            fm.cold_starts.inc();
             init_started.elapsed().as_micros() as u64
         } else {
             0
@@ -309,8 +312,8 @@ impl Invoker {
             push(LogStream::Platform, err);
         }
         self.logs.send(lines);
-        f.metrics.invocation(inv.trigger, result.outcome).inc();
-        f.metrics.duration.observe(result.duration.as_secs_f64());
+        fm.invocation(inv.trigger, result.outcome).inc();
+        fm.duration.observe(result.duration.as_secs_f64());
         let duration_us = result.duration.as_micros() as u64 + init_us;
         self.logs.record_usage(UsageRecord {
             request_id: inv.request_id.clone(),

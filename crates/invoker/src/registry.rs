@@ -1,6 +1,7 @@
-use crate::metrics::{FunctionMetrics, Metrics};
+use crate::metrics::FunctionMetrics;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use tokio::sync::Semaphore;
 use wisp_core::{Function, FunctionName, FunctionSpec, RouteTable};
 use wisp_executor::WarmPool;
@@ -19,7 +20,9 @@ pub struct ActiveFunction {
     pub concurrency: Arc<Semaphore>,
     /// Warm instances, for a version with `instance_reuse`; kept while the version serves.
     pub warm: Option<Arc<WarmPool>>,
-    pub metrics: FunctionMetrics,
+    /// The function's metric handles, made at its first invocation (so thousands of idle
+    /// functions cost no metric memory) and kept across versions.
+    pub metrics: Arc<OnceLock<FunctionMetrics>>,
 }
 
 /// An immutable snapshot of what is deployed: swapped whole on every change.
@@ -30,11 +33,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(
-        functions: &[Function],
-        previous: Option<&Registry>,
-        metrics: &Metrics,
-    ) -> Registry {
+    pub fn build(functions: &[Function], previous: Option<&Registry>) -> Registry {
         let mut reg = Registry::default();
         for f in functions {
             let max = f.active.limits.max_concurrency;
@@ -66,7 +65,7 @@ impl Registry {
                 metrics: previous
                     .and_then(|p| p.functions.get(&f.name))
                     .map(|old| old.metrics.clone())
-                    .unwrap_or_else(|| metrics.function(f.name.as_str())),
+                    .unwrap_or_default(),
             });
             for route in &f.active.routes {
                 // Deploys are checked for conflicts before they are stored; a conflict here
