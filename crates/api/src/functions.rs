@@ -186,6 +186,7 @@ pub struct InvokeQuery {
 #[derive(Serialize)]
 pub struct InvokeResponse {
     request_id: String,
+    trace_id: String,
     function: String,
     version: u32,
     outcome: Outcome,
@@ -243,8 +244,12 @@ pub async fn invoke(
     let mut req = http::Request::builder()
         .method(method)
         .uri(format!("http://localhost{path}"));
+    if let Some(tp) = headers.get("traceparent") {
+        req = req.header("traceparent", tp);
+    }
+    let mut trace_id = String::new();
     if let Some(h) = req.headers_mut() {
-        wisp_invoker::set_context_headers(h, &request_id, route.as_deref(), &params);
+        trace_id = wisp_invoker::set_context_headers(h, &request_id, route.as_deref(), &params);
     }
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         req = req.header(http::header::CONTENT_TYPE, ct);
@@ -260,6 +265,7 @@ pub async fn invoke(
             function,
             trigger: Trigger::Api,
             request_id: request_id.clone(),
+            trace_id: trace_id.clone(),
             request: req,
         })
         .await
@@ -306,6 +312,7 @@ pub async fn invoke(
     };
     Ok(Json(InvokeResponse {
         request_id,
+        trace_id,
         function: name.to_string(),
         version: done.version,
         outcome: done.outcome,

@@ -23,6 +23,8 @@ pub struct LogsParams {
     limit: Option<usize>,
     /// Only lines that contain this text.
     grep: Option<String>,
+    /// Only lines of invocations in this W3C trace.
+    trace_id: Option<String>,
     /// Keep the response open and stream new lines as NDJSON.
     #[serde(default)]
     follow: bool,
@@ -70,6 +72,7 @@ pub async fn logs(
         after_id: p.after,
         limit,
         grep: p.grep.clone().filter(|g| !g.is_empty()),
+        trace_id: p.trace_id.clone(),
     };
     if let Some(f) = &p.function
         && wisp_core::FunctionName::new(f.clone()).is_err()

@@ -8,11 +8,13 @@
 mod limits;
 mod name;
 mod route;
+mod trace;
 mod usage;
 
 pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
+pub use trace::TraceParent;
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
 
 use serde::{Deserialize, Serialize};
@@ -133,6 +135,9 @@ pub struct LogLine {
     pub function: String,
     pub version: u32,
     pub request_id: String,
+    /// The W3C trace id of the invocation (32 hex characters; empty for old lines).
+    #[serde(default)]
+    pub trace_id: String,
     pub stream: LogStream,
     pub line: String,
 }

@@ -183,7 +183,8 @@ where
         }
     };
 
-    wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
+    let trace_id =
+        wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
     let request = Request::from_parts(parts, body);
     let name = function.name.to_string();
     let result = invoker
@@ -191,9 +192,25 @@ where
             function,
             trigger: Trigger::Http,
             request_id: request_id.to_string(),
+            trace_id: trace_id.clone(),
             request,
         })
         .await;
+    let mut resp = respond(result, &name, request_id);
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        resp.headers_mut().insert(TRACE_ID_HEADER, v);
+    }
+    resp
+}
+
+/// Header with the W3C trace id of the invocation, on responses from functions.
+pub const TRACE_ID_HEADER: &str = "x-wisp-trace-id";
+
+fn respond(
+    result: Result<wisp_invoker::Completed, InvokeError>,
+    name: &str,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
     match result {
         Ok(done) => match (done.outcome, done.response) {
             (Outcome::Success, Some(resp)) => resp.map(Full::new),

@@ -32,6 +32,8 @@ pub struct Invocation {
     pub function: Arc<ActiveFunction>,
     pub trigger: Trigger,
     pub request_id: String,
+    /// The W3C trace id this invocation belongs to.
+    pub trace_id: String,
     pub request: http::Request<Bytes>,
 }
 
@@ -301,6 +303,7 @@ impl Invoker {
                     function: f.name.to_string(),
                     version: f.version,
                     request_id: inv.request_id.clone(),
+                    trace_id: inv.trace_id.clone(),
                     stream,
                     line: line.to_string(),
                 });
@@ -377,15 +380,27 @@ pub const PARAM_HEADER_PREFIX: &str = "x-wisp-param-";
 pub const ROUTE_HEADER: &str = "x-wisp-route";
 
 /// Sets the headers a function reads its context from (request id, route, path
-/// parameters), after removing any `x-wisp-*` header a client sent: those come only from
-/// the platform.
+/// parameters, W3C `traceparent`), after removing any `x-wisp-*` header a client sent:
+/// those come only from the platform. A valid incoming `traceparent` is continued (the
+/// function gets a child of it); otherwise a new trace starts. Returns the trace id.
 pub fn set_context_headers(
     headers: &mut http::HeaderMap,
     request_id: &str,
     route: Option<&str>,
     params: &[(String, String)],
-) {
+) -> String {
     use http::{HeaderName, HeaderValue};
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(wisp_core::TraceParent::parse);
+    let trace = match incoming {
+        Some(parent) => parent.child(rand::random()),
+        None => wisp_core::TraceParent::new_root(rand::random(), rand::random()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&trace.header_value()) {
+        headers.insert("traceparent", v);
+    }
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("x-wisp-"))
@@ -410,6 +425,7 @@ pub fn set_context_headers(
             headers.insert(n, v);
         }
     }
+    trace.trace_id
 }
 
 fn percent_decode(s: &str) -> String {

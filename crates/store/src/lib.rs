@@ -62,6 +62,8 @@ pub struct LogQuery {
     pub after_id: Option<i64>,
     /// Only lines that contain this text (case-sensitive).
     pub grep: Option<String>,
+    /// Only lines of invocations in this trace.
+    pub trace_id: Option<String>,
     /// At most this many lines, returned oldest first: the newest ones, or with
     /// `after_id` the first ones after it.
     pub limit: usize,

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS logs (
     version INTEGER NOT NULL,
     request_id TEXT NOT NULL,
     stream TEXT NOT NULL,
-    line TEXT NOT NULL
+    line TEXT NOT NULL,
+    trace_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
 CREATE TABLE IF NOT EXISTS invocations (
@@ -116,6 +117,14 @@ impl SqliteStore {
             c.busy_timeout(std::time::Duration::from_secs(5))?;
             c.execute_batch(schema)?;
         }
+        // Databases made before log lines carried a trace id get the column.
+        let has_trace: bool = logs
+            .prepare("SELECT 1 FROM pragma_table_info('logs') WHERE name = 'trace_id'")?
+            .exists([])?;
+        if !has_trace {
+            logs.execute_batch("ALTER TABLE logs ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''")?;
+        }
+        logs.execute_batch("CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id)")?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             logs: Mutex::new(logs),
@@ -323,8 +332,8 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO logs (ts_ms, function, version, request_id, stream, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO logs (ts_ms, function, version, request_id, stream, line, trace_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for l in lines {
                 stmt.execute(params![
@@ -333,7 +342,8 @@ impl Store for SqliteStore {
                     l.version,
                     l.request_id,
                     l.stream.as_str(),
-                    l.line
+                    l.line,
+                    l.trace_id
                 ])?;
             }
         }
@@ -347,12 +357,13 @@ impl Store for SqliteStore {
         // follows never skips any; otherwise the newest `limit` lines are read.
         let forward = q.after_id.is_some();
         let sql = format!(
-            "SELECT id, ts_ms, function, version, request_id, stream, line FROM logs
+            "SELECT id, ts_ms, function, version, request_id, stream, line, trace_id FROM logs
              WHERE (?1 IS NULL OR function = ?1)
                AND (?2 IS NULL OR request_id = ?2)
                AND (?3 IS NULL OR ts_ms >= ?3)
                AND (?4 IS NULL OR id > ?4)
                AND (?6 IS NULL OR instr(line, ?6) > 0)
+               AND (?7 IS NULL OR trace_id = ?7)
              ORDER BY id {} LIMIT ?5",
             if forward { "ASC" } else { "DESC" }
         );
@@ -366,7 +377,8 @@ impl Store for SqliteStore {
                     q.since_ms,
                     q.after_id,
                     limit,
-                    q.grep
+                    q.grep,
+                    q.trace_id
                 ],
                 |r| {
                     let stream: String = r.get(5)?;
@@ -378,6 +390,7 @@ impl Store for SqliteStore {
                         request_id: r.get(4)?,
                         stream: LogStream::parse(&stream).unwrap_or(LogStream::Platform),
                         line: r.get(6)?,
+                        trace_id: r.get(7)?,
                     })
                 },
             )?
@@ -633,6 +646,7 @@ mod tests {
             function: f.into(),
             version: 1,
             request_id: rid.into(),
+            trace_id: format!("t-{rid}"),
             stream: LogStream::Stdout,
             line: format!("{f} {rid}"),
         };
@@ -676,6 +690,31 @@ mod tests {
             })
             .unwrap();
         assert_eq!(after.len(), 2);
+        let grep = s
+            .logs(&LogQuery {
+                grep: Some("b r".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            grep.iter()
+                .map(|l| l.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r2"]
+        );
+        let trace = s
+            .logs(&LogQuery {
+                trace_id: Some("t-r3".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            trace
+                .iter()
+                .map(|l| l.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r3"]
+        );
         let newest = s
             .logs(&LogQuery {
                 limit: 1,

@@ -24,6 +24,9 @@ pub struct Logs {
     /// Only lines that contain this text.
     #[arg(long)]
     pub grep: Option<String>,
+    /// Only lines of invocations in this W3C trace (see `x-wisp-trace-id`).
+    #[arg(long)]
+    pub trace_id: Option<String>,
     /// At most this many lines (the newest).
     #[arg(long, short = 'n', default_value_t = 100)]
     pub limit: usize,
@@ -59,6 +62,9 @@ impl Logs {
         }
         if let Some(g) = &self.grep {
             query.push(("grep", g.clone()));
+        }
+        if let Some(t) = &self.trace_id {
+            query.push(("trace_id", t.clone()));
         }
         if self.follow {
             query.push(("follow", "true".into()));

@@ -130,3 +130,37 @@ fn logs_follow_prints_new_lines_as_they_come() {
     let _ = follower.wait();
     assert!(seen, "the followed line did not arrive");
 }
+
+#[test]
+fn w3c_trace_context_is_continued_passed_on_and_searchable() {
+    let node = Node::start();
+    deploy_echo(&node);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = client()
+        .get(node.url("/echo"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-wisp-trace-id"], trace);
+    let body: serde_json::Value = r.json().unwrap();
+    // The function sees the same trace, with this invocation as the parent span.
+    let tp = body["headers"]["traceparent"].as_str().unwrap();
+    assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "{tp}");
+
+    // Without one, a new trace starts; a malformed one is replaced.
+    let r = client()
+        .get(node.url("/echo"))
+        .header("traceparent", "garbage")
+        .send()
+        .unwrap();
+    let other = r.headers()["x-wisp-trace-id"].to_str().unwrap().to_string();
+    assert_eq!(other.len(), 32);
+    assert_ne!(other, trace);
+
+    eventually(|| node.wisp_ok(&["logs", "echo", "--trace-id", trace]).contains("echo: GET /echo"));
+    let only = node.wisp_ok(&["logs", "echo", "--trace-id", trace]);
+    assert_eq!(only.lines().count(), 2, "{only}");
+    let invoked = invoke_json(&node, "echo", "x");
+    assert_eq!(invoked["trace_id"].as_str().unwrap().len(), 32);
+}
