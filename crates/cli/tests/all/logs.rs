@@ -158,7 +158,10 @@ fn w3c_trace_context_is_continued_passed_on_and_searchable() {
     assert_eq!(other.len(), 32);
     assert_ne!(other, trace);
 
-    eventually(|| node.wisp_ok(&["logs", "echo", "--trace-id", trace]).contains("echo: GET /echo"));
+    eventually(|| {
+        node.wisp_ok(&["logs", "echo", "--trace-id", trace])
+            .contains("echo: GET /echo")
+    });
     let only = node.wisp_ok(&["logs", "echo", "--trace-id", trace]);
     assert_eq!(only.lines().count(), 2, "{only}");
     let invoked = invoke_json(&node, "echo", "x");
