@@ -63,6 +63,9 @@ pub async fn put_artifact(
             RegistryError::Compile { source, .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, source.to_string())
             }
+            RegistryError::Bundle(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+            }
             other => ApiError::internal(other),
         })?;
     Ok((StatusCode::CREATED, Json(ArtifactCreated { sha256, size })))
@@ -170,6 +173,17 @@ pub fn validate(
     Ok(())
 }
 
+/// A function that cannot serve on this node (a runtime it lacks, a bundle without its
+/// `bootstrap`) is the deploy's fault (422); anything else is the node's (500).
+pub fn prepare_error(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::Native { .. } | RegistryError::Bundle(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
 fn same_shape(a: &wisp_core::RouteSpec, b: &wisp_core::RouteSpec) -> bool {
     let mut t = RouteTable::new();
     t.insert(a.clone(), ()).is_ok() && t.insert(b.clone(), ()).is_err()
@@ -181,11 +195,22 @@ pub async fn deploy(
 ) -> Result<Json<DeployResponse>, ApiError> {
     let _guard = state.change_lock.lock().await;
     let store = state.invoker.store().clone();
-    let (req, changes) = blocking(move || {
+    let req = blocking(move || {
         let deployed = store.functions()?;
         validate(&req, &deployed, |sha| {
             store.has_artifact(sha).unwrap_or(false)
         })?;
+        Ok(req)
+    })
+    .await?;
+    // Every function must be able to serve before anything is committed.
+    state
+        .invoker
+        .prepare(&req.functions)
+        .await
+        .map_err(prepare_error)?;
+    let store = state.invoker.store().clone();
+    let (req, changes) = blocking(move || {
         let changes = store.deploy(&req.app, &req.functions, req.prune)?;
         Ok((req, changes))
     })

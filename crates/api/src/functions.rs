@@ -21,6 +21,8 @@ pub struct FunctionInfo {
     version: u32,
     latest_version: u32,
     artifact: String,
+    /// `wasm`, or the native runtime (`python3.11`, `nodejs20.x`, `provided`).
+    runtime: String,
     routes: Vec<RouteSpec>,
     limits: Limits,
     env: Vec<String>,
@@ -34,6 +36,12 @@ impl From<Function> for FunctionInfo {
             version: f.active_version,
             latest_version: f.latest_version,
             artifact: f.active.artifact,
+            runtime: f
+                .active
+                .native
+                .as_ref()
+                .map(|n| n.runtime.to_string())
+                .unwrap_or_else(|| "wasm".into()),
             routes: f.active.routes,
             limits: f.active.limits,
             // Names only: values may be secrets.
@@ -165,9 +173,9 @@ pub async fn rollback(
     }
     state
         .invoker
-        .prepare(std::slice::from_ref(&target.spec.artifact))
+        .prepare(std::slice::from_ref(&target.spec))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(crate::deploy::prepare_error)?;
     let n = name.clone();
     let f = blocking(move || Ok(store.set_active(&n, req.version)?)).await?;
     state.invoker.reload().await.map_err(ApiError::internal)?;
@@ -229,6 +237,24 @@ pub async fn invoke(
             "path `{path}` must start with `/`"
         )));
     }
+    // Lambda's Invoke takes the client context base64-encoded in `X-Amz-Client-Context`.
+    let client_context = match headers.get("x-amz-client-context") {
+        None => None,
+        Some(v) => {
+            use base64::Engine as _;
+            let json = base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "X-Amz-Client-Context must be base64 of a JSON object, e.g. base64 of {\"custom\":{\"k\":\"v\"}}",
+                    )
+                })?;
+            Some(json)
+        }
+    };
     let request_id = new_request_id();
     // If the path matches one of the function's routes, the function gets that route's
     // parameters, exactly as through the gateway.
@@ -267,6 +293,7 @@ pub async fn invoke(
             request_id: request_id.clone(),
             trace_id: trace_id.clone(),
             request: req,
+            client_context,
         })
         .await
         .map_err(|e| match e {

@@ -23,7 +23,7 @@ fn router(dir: &std::path::Path) -> axum::Router {
         .unwrap(),
     );
     let logs = LogSink::start(store.clone(), Retention::default());
-    let invoker = Invoker::new(exec, store, ArtifactDir::open(dir).unwrap(), logs).unwrap();
+    let invoker = Invoker::new(exec, None, store, ArtifactDir::open(dir).unwrap(), logs).unwrap();
     app(ApiState::new(Arc::new(invoker), TOKEN))
 }
 

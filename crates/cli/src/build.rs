@@ -15,6 +15,10 @@ pub fn component_bytes(function: &str, source: &Source) -> Result<Vec<u8>> {
             std::fs::read(&wasm)
                 .with_context(|| format!("function `{function}`: reading {}", wasm.display()))
         }
+        Source::Directory(dir) => bail!(
+            "function `{function}`: {} is a directory of native code: set `runtime:` in the manifest",
+            dir.display()
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod bundle;
 mod client;
 mod commands;
 mod output;
@@ -40,9 +41,19 @@ enum Command {
     Usage(commands::usage::Usage),
     /// The bill for a period, compared with always-on servers.
     Cost(commands::cost::Cost),
+    /// Check what this host gives native functions: runtimes and sandbox protections.
+    Doctor(commands::doctor::Doctor),
 }
 
 fn main() -> ExitCode {
+    // A sandbox's init process is this binary started again: it must take over before
+    // anything else (no threads, no runtime).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == wisp_sandbox::INIT_ARG)
+    {
+        wisp_sandbox::init_main();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,6 +77,7 @@ fn main() -> ExitCode {
             Command::Rm(c) => c.execute().await,
             Command::Usage(c) => c.execute().await,
             Command::Cost(c) => c.execute().await,
+            Command::Doctor(c) => c.execute().await,
         }
     });
     match result {

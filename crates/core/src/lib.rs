@@ -8,12 +8,14 @@
 mod limits;
 mod name;
 mod route;
+mod runtime;
 mod trace;
 mod usage;
 
 pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
+pub use runtime::{NativeSpec, Runtime, RuntimeError};
 pub use trace::TraceParent;
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
 
@@ -25,8 +27,12 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct FunctionSpec {
     pub name: FunctionName,
-    /// sha256 (hex) of the WebAssembly component this function runs.
+    /// sha256 (hex) of what this function runs: a WebAssembly component, or for a native
+    /// function the code bundle (a gzipped tar of its directory).
     pub artifact: String,
+    /// Set for a native function: the Lambda runtime that runs the code bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
     #[serde(default)]

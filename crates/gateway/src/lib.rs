@@ -36,7 +36,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -47,8 +47,9 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let invoker = invoker.clone();
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req: Request<_>| {
                     let invoker = invoker.clone();
+                    req.extensions_mut().insert(wisp_invoker::PeerAddr(peer));
                     async move { Ok::<_, std::convert::Infallible>(handle(&invoker, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
@@ -194,6 +195,7 @@ where
             request_id: request_id.to_string(),
             trace_id: trace_id.clone(),
             request,
+            client_context: None,
         })
         .await;
     let mut resp = respond(result, &name, request_id);

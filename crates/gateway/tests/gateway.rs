@@ -17,7 +17,7 @@ async fn invoker(dir: &std::path::Path) -> Invoker {
         .unwrap(),
     );
     let logs = LogSink::start(store.clone(), Retention::default());
-    Invoker::new(exec, store, ArtifactDir::open(dir).unwrap(), logs).unwrap()
+    Invoker::new(exec, None, store, ArtifactDir::open(dir).unwrap(), logs).unwrap()
 }
 
 #[tokio::test]

@@ -22,8 +22,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::OnceCell;
-use wisp_core::{FunctionName, LogLine, LogStream, Outcome, Trigger, UsageRecord};
+use wisp_core::{
+    Function, FunctionName, FunctionSpec, LogLine, LogStream, Outcome, Trigger, UsageRecord,
+};
 use wisp_executor::{CompileError, Executor, InvocationContext, LoadedComponent};
+use wisp_native::{NativeExecutor, NativeFunction, NativePool};
 use wisp_store::{ArtifactDir, Store};
 
 /// One request to run a function, from any trigger.
@@ -35,7 +38,14 @@ pub struct Invocation {
     /// The W3C trace id this invocation belongs to.
     pub trace_id: String,
     pub request: http::Request<Bytes>,
+    /// Client context for a native function (JSON, as Lambda's `ClientContext`), handed to
+    /// the runtime in `Lambda-Runtime-Client-Context`.
+    pub client_context: Option<String>,
 }
+
+/// The address a request came from, put in the request's extensions by the gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// A function ran (whatever its outcome).
 #[derive(Debug)]
@@ -71,12 +81,18 @@ pub enum RegistryError {
     },
     #[error("{0}")]
     Load(String),
+    #[error("function `{function}`: {message}")]
+    Native { function: String, message: String },
+    #[error("{0}")]
+    Bundle(String),
 }
 
 type ComponentCell = Arc<OnceCell<Arc<LoadedComponent>>>;
 
 pub struct Invoker {
     executor: Arc<Executor>,
+    /// Runs native (Lambda runtime) functions; `None` on a node without them.
+    native: Option<Arc<NativeExecutor>>,
     store: Arc<dyn Store>,
     artifacts: ArtifactDir,
     registry: RwLock<Arc<Registry>>,
@@ -91,14 +107,17 @@ impl Invoker {
     /// Builds the registry from the store. Components load lazily, on first use.
     pub fn new(
         executor: Arc<Executor>,
+        native: Option<Arc<NativeExecutor>>,
         store: Arc<dyn Store>,
         artifacts: ArtifactDir,
         logs: LogSink,
     ) -> Result<Self, RegistryError> {
         let metrics = Metrics::new();
-        let registry = Registry::build(&store.functions()?, None);
+        let pools = |f: &Function| native_pool(native.as_ref(), &artifacts, f);
+        let registry = Registry::build(&store.functions()?, None, &pools);
         Ok(Invoker {
             executor,
+            native,
             store,
             artifacts,
             registry: RwLock::new(Arc::new(registry)),
@@ -111,6 +130,10 @@ impl Invoker {
 
     pub fn executor(&self) -> &Arc<Executor> {
         &self.executor
+    }
+
+    pub fn native(&self) -> Option<&Arc<NativeExecutor>> {
+        self.native.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -151,12 +174,11 @@ impl Invoker {
                 .function(&f.name)
                 .is_some_and(|a| a.version == f.active_version);
             if !unchanged {
-                self.component(&f.active.artifact)
-                    .await
-                    .map_err(|e| RegistryError::Load(e.to_string()))?;
+                self.prepare_one(&f.active).await?;
             }
         }
-        let registry = Registry::build(&functions, Some(&old));
+        let pools = |f: &Function| native_pool(self.native.as_ref(), &self.artifacts, f);
+        let registry = Registry::build(&functions, Some(&old), &pools);
         let live: std::collections::HashSet<&str> = functions
             .iter()
             .map(|f| f.active.artifact.as_str())
@@ -169,20 +191,62 @@ impl Invoker {
         Ok(())
     }
 
-    /// Loads the components of these artifacts, so that a change that names them can be
-    /// committed knowing they will serve: a deploy or rollback calls this before it writes
-    /// to the store.
-    pub async fn prepare(&self, artifacts: &[String]) -> Result<(), RegistryError> {
-        for sha in artifacts {
-            self.component(sha)
-                .await
-                .map_err(|e| RegistryError::Load(format!("artifact {sha}: {e}")))?;
+    /// Makes sure these functions can serve: loads their components, or for native
+    /// functions checks the unpacked code and the runtime on this host. A deploy or rollback
+    /// calls this before it writes to the store, so a change is committed only when it
+    /// will serve.
+    pub async fn prepare(&self, specs: &[FunctionSpec]) -> Result<(), RegistryError> {
+        for spec in specs {
+            self.prepare_one(spec).await?;
         }
         Ok(())
     }
 
-    /// Validates and compiles an uploaded component, and stores both forms durably.
-    pub async fn add_artifact(&self, wasm: Bytes) -> Result<String, RegistryError> {
+    async fn prepare_one(&self, spec: &FunctionSpec) -> Result<(), RegistryError> {
+        let sha = &spec.artifact;
+        let Some(native) = &spec.native else {
+            return self
+                .component(sha)
+                .await
+                .map(|_| ())
+                .map_err(|e| RegistryError::Load(format!("artifact {sha}: {e}")));
+        };
+        let fail = |message: String| RegistryError::Native {
+            function: spec.name.to_string(),
+            message,
+        };
+        let Some(exec) = self.native.clone() else {
+            return Err(fail(
+                "this node does not run native functions (it was started without them)".into(),
+            ));
+        };
+        let artifacts = self.artifacts.clone();
+        let (sha, native) = (sha.clone(), native.clone());
+        tokio::task::spawn_blocking(move || {
+            let code = artifacts.code_dir(&sha);
+            if !code.is_dir() {
+                // Unpacked copies can be deleted to save space; the bundle is the record.
+                let bundle = std::fs::read(artifacts.bundle_path(&sha)).map_err(|_| {
+                    format!("artifact {sha} is not a code bundle: a native function's `source` must be uploaded as a gzipped tar of its directory (`wisp deploy` does this)")
+                })?;
+                artifacts
+                    .unpack_bundle(&sha, &bundle)
+                    .map_err(|e| e.to_string())?;
+            }
+            exec.check(&native, &code)
+        })
+        .await
+        .map_err(|e| RegistryError::Load(e.to_string()))?
+        .map_err(fail)
+    }
+
+    /// Stores an uploaded artifact durably: a WebAssembly component is validated and
+    /// compiled; a code bundle (gzipped tar) for a native function is checked and unpacked.
+    pub async fn add_artifact(&self, bytes: Bytes) -> Result<String, RegistryError> {
+        if ArtifactDir::is_bundle(&bytes) {
+            return self.add_bundle(bytes).await;
+        }
+        let wasm = bytes;
         let sha256 = ArtifactDir::sha256(&wasm);
         let exec = self.executor.clone();
         let artifacts = self.artifacts.clone();
@@ -198,6 +262,24 @@ impl Invoker {
             artifacts.write_atomic(&artifacts.wasm_path(&sha), &wasm)?;
             artifacts.write_atomic(&artifacts.compiled_path(exec.engine_id(), &sha), &compiled)?;
             store.record_artifact(&sha, wasm.len() as u64)?;
+            Ok::<_, RegistryError>(())
+        })
+        .await
+        .map_err(|e| RegistryError::Load(e.to_string()))??;
+        Ok(sha256)
+    }
+
+    async fn add_bundle(&self, bundle: Bytes) -> Result<String, RegistryError> {
+        let sha256 = ArtifactDir::sha256(&bundle);
+        let artifacts = self.artifacts.clone();
+        let store = self.store.clone();
+        let sha = sha256.clone();
+        tokio::task::spawn_blocking(move || {
+            artifacts
+                .unpack_bundle(&sha, &bundle)
+                .map_err(|e| RegistryError::Bundle(e.to_string()))?;
+            artifacts.write_atomic(&artifacts.bundle_path(&sha), &bundle)?;
+            store.record_artifact(&sha, bundle.len() as u64)?;
             Ok::<_, RegistryError>(())
         })
         .await
@@ -265,6 +347,15 @@ impl Invoker {
         };
         let _running = Running::start(fm, &self.running);
         let concurrency = self.running.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(pool) = &f.native {
+            return Ok(self.invoke_native(pool, &inv, fm, concurrency).await);
+        }
+        if f.spec.native.is_some() {
+            return Err(InvokeError::Unavailable {
+                function: f.name.to_string(),
+                message: "this node does not run native functions".into(),
+            });
+        }
         let start_ms = logs::now_ms();
         let init_started = std::time::Instant::now();
         let (component, cold) = self
@@ -351,6 +442,184 @@ impl Invoker {
             duration: result.duration,
         })
     }
+}
+
+impl Invoker {
+    /// A native function's invocation: the event is the request body for `wisp invoke`,
+    /// and an API Gateway (payload 2.0) event for HTTP; the handler's result maps back.
+    async fn invoke_native(
+        &self,
+        pool: &Arc<NativePool>,
+        inv: &Invocation,
+        fm: &FunctionMetrics,
+        concurrency: u32,
+    ) -> Completed {
+        let f = &inv.function;
+        let start_ms = logs::now_ms();
+        let event = match inv.trigger {
+            Trigger::Http => {
+                let headers = inv.request.headers();
+                let route_key = headers
+                    .get(ROUTE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("$default");
+                let params: Vec<(String, String)> = headers
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let name = k.as_str().strip_prefix(PARAM_HEADER_PREFIX)?;
+                        Some((name.to_string(), v.to_str().ok()?.to_string()))
+                    })
+                    .collect();
+                let source_ip = inv
+                    .request
+                    .extensions()
+                    .get::<PeerAddr>()
+                    .map(|p| p.0.ip().to_string())
+                    .unwrap_or_else(|| "127.0.0.1".into());
+                let ctx = wisp_native::apigw::RequestContext {
+                    request_id: &inv.request_id,
+                    route_key,
+                    path_parameters: &params,
+                    source_ip: &source_ip,
+                    time_ms: start_ms,
+                };
+                Bytes::from(wisp_native::apigw::event(&inv.request, &ctx).to_string())
+            }
+            Trigger::Api => {
+                let body = inv.request.body();
+                if body.is_empty() {
+                    Bytes::from_static(b"{}")
+                } else {
+                    body.clone()
+                }
+            }
+        };
+        let result = pool
+            .invoke(wisp_native::NativeRequest {
+                request_id: inv.request_id.clone(),
+                event,
+                trace_id: inv.trace_id.clone(),
+                client_context: inv.client_context.clone(),
+            })
+            .await;
+        let memory_mb = f.spec.limits.memory_bytes / (1024 * 1024);
+        let (start, end, report) =
+            wisp_native::report_lines(&inv.request_id, f.version, memory_mb, &result);
+        let ts_ms = logs::now_ms();
+        let line = |stream: LogStream, text: String| LogLine {
+            id: 0,
+            ts_ms,
+            function: f.name.to_string(),
+            version: f.version,
+            request_id: inv.request_id.clone(),
+            trace_id: inv.trace_id.clone(),
+            stream,
+            line: text,
+        };
+        let mut lines = Vec::with_capacity(result.logs.len() + 4);
+        lines.push(line(LogStream::Platform, start));
+        lines.extend(result.logs.iter().map(|(s, l)| line(*s, l.clone())));
+        if let Some(e) = &result.error {
+            lines.push(line(
+                LogStream::Platform,
+                format!("{}: {}", e.error_type, e.message),
+            ));
+        }
+        lines.push(line(LogStream::Platform, end));
+        lines.push(line(LogStream::Platform, report));
+        self.logs.send(lines);
+
+        let cold = result.init.is_some();
+        if cold {
+            fm.cold_starts.inc();
+        }
+        let init_us = result.init.map(|d| d.as_micros() as u64).unwrap_or(0);
+        fm.invocation(inv.trigger, result.outcome).inc();
+        fm.duration.observe(result.duration.as_secs_f64());
+        let duration_us = result.duration.as_micros() as u64;
+        self.logs.record_usage(UsageRecord {
+            request_id: inv.request_id.clone(),
+            function: f.name.to_string(),
+            version: f.version,
+            trigger: inv.trigger,
+            start_ms,
+            duration_us,
+            billed_ms: wisp_core::billed_ms(duration_us),
+            memory_mb,
+            init_us,
+            cold_start: cold,
+            outcome: result.outcome,
+            concurrency,
+        });
+        let mut error = result
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.error_type, e.message));
+        let response = match (&result.payload, inv.trigger) {
+            (Some(payload), Trigger::Http) => match wisp_native::apigw::response(payload) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    error = Some(format!("Runtime.InvalidResponse: {e}"));
+                    None
+                }
+            },
+            (Some(payload), Trigger::Api) => {
+                let mut r = http::Response::new(payload.clone());
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Some(r)
+            }
+            (None, _) => None,
+        };
+        let outcome = match (&response, result.outcome) {
+            (None, Outcome::Success) => Outcome::Error,
+            (_, o) => o,
+        };
+        if outcome != Outcome::Success {
+            tracing::info!(
+                function = %f.name,
+                version = f.version,
+                request_id = %inv.request_id,
+                trigger = inv.trigger.as_str(),
+                outcome = ?outcome,
+                error = error.as_deref().unwrap_or(""),
+                "invocation failed"
+            );
+        }
+        Completed {
+            version: f.version,
+            outcome,
+            response,
+            error,
+            duration: result.duration,
+        }
+    }
+}
+
+/// The pool for a native function's active version, when this node runs native functions.
+fn native_pool(
+    native: Option<&Arc<NativeExecutor>>,
+    artifacts: &ArtifactDir,
+    f: &Function,
+) -> Option<Arc<NativePool>> {
+    let spec = f.active.native.as_ref()?;
+    Some(
+        native?.pool(NativeFunction {
+            name: f.name.to_string(),
+            version: f.active_version,
+            spec: spec.clone(),
+            limits: f.active.limits,
+            env: f
+                .active
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            code_dir: artifacts.code_dir(&f.active.artifact),
+        }),
+    )
 }
 
 /// Counts an invocation in the function's concurrency gauge for as long as it lives, even

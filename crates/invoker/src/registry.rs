@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use tokio::sync::Semaphore;
 use wisp_core::{Function, FunctionName, FunctionSpec, RouteTable};
 use wisp_executor::WarmPool;
+use wisp_native::NativePool;
 
 /// A function as it serves traffic: its active version and its concurrency gate.
 #[derive(Debug)]
@@ -20,6 +21,9 @@ pub struct ActiveFunction {
     pub concurrency: Arc<Semaphore>,
     /// Warm instances, for a version with `instance_reuse`; kept while the version serves.
     pub warm: Option<Arc<WarmPool>>,
+    /// The instances of a native function's version; kept while the version serves, and
+    /// stopped when it is replaced (once its in-flight invocations are done).
+    pub native: Option<Arc<NativePool>>,
     /// The function's metric handles, made at its first invocation (so thousands of idle
     /// functions cost no metric memory) and kept across versions.
     pub metrics: Arc<OnceLock<FunctionMetrics>>,
@@ -33,9 +37,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(functions: &[Function], previous: Option<&Registry>) -> Registry {
+    /// Builds the registry; `native_pool` makes the pool of a native function's version
+    /// (the previous registry's pool is kept when the version did not change).
+    pub fn build(
+        functions: &[Function],
+        previous: Option<&Registry>,
+        native_pool: &dyn Fn(&Function) -> Option<Arc<NativePool>>,
+    ) -> Registry {
         let mut reg = Registry::default();
         for f in functions {
+            let same_version = previous
+                .and_then(|p| p.functions.get(&f.name))
+                .filter(|old| old.version == f.active_version && old.spec == f.active);
             let max = f.active.limits.max_concurrency;
             let concurrency = previous
                 .and_then(|p| p.functions.get(&f.name))
@@ -62,6 +75,11 @@ impl Registry {
                     .collect(),
                 concurrency,
                 warm,
+                native: match same_version.and_then(|old| old.native.clone()) {
+                    Some(pool) => Some(pool),
+                    None if f.active.native.is_some() => native_pool(f),
+                    None => None,
+                },
                 metrics: previous
                     .and_then(|p| p.functions.get(&f.name))
                     .map(|old| old.metrics.clone())

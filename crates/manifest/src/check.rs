@@ -6,8 +6,8 @@ use crate::{FunctionManifest, Manifest, ManifestError, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wisp_core::{
-    ByteSize, FunctionName, Limits, LimitsError, NameError, RouteError, RouteSpec, RouteTable,
-    parse_byte_size, parse_duration_ms,
+    ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, RouteError, RouteSpec,
+    RouteTable, Runtime, parse_byte_size, parse_duration_ms,
 };
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -19,7 +19,16 @@ const TOP_ALIASES: &[(&str, &str)] = &[
     ("fns", "functions"),
 ];
 
-const FUNCTION_FIELDS: &[&str] = &["source", "routes", "env", "limits", "instance_reuse"];
+const FUNCTION_FIELDS: &[&str] = &[
+    "source",
+    "runtime",
+    "handler",
+    "network",
+    "routes",
+    "env",
+    "limits",
+    "instance_reuse",
+];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
     ("path", "source"),
@@ -32,6 +41,12 @@ const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("http", "routes"),
     ("endpoints", "routes"),
     ("environment", "env"),
+    ("language", "runtime"),
+    ("lang", "runtime"),
+    ("entrypoint", "handler"),
+    ("entry", "handler"),
+    ("allow_network", "network"),
+    ("outbound", "network"),
     ("variables", "env"),
     ("vars", "env"),
 ];
@@ -441,8 +456,9 @@ impl<'a> Checker<'a> {
                 }
             },
         )?;
+        let native = self.native(path, &name, k, &fields)?;
         let source = match fields.get("source") {
-            Some((sk, sv)) => self.source(&join(path, "source"), sk, sv)?,
+            Some((sk, sv)) => self.source(&join(path, "source"), sk, sv, native.is_some())?,
             None => {
                 return Err(self.err(
                     k.pos,
@@ -465,29 +481,19 @@ impl<'a> Checker<'a> {
             Some((lk, lv)) => self.limits(&join(path, "limits"), lk, lv)?,
             None => Limits::default(),
         };
-        let instance_reuse = match fields.get("instance_reuse") {
-            Some((
-                _,
-                Node {
-                    kind: Kind::Bool(b),
-                    ..
-                },
-            )) => *b,
-            Some((rk, rv)) => {
-                return Err(self.err(
-                    at(rk, rv),
-                    &join(path, "instance_reuse"),
-                    format!(
-                        "`instance_reuse` must be `true` or `false`, not {}",
-                        rv.describe()
-                    ),
-                ));
-            }
-            None => false,
-        };
+        let instance_reuse = self.flag(path, "instance_reuse", &fields)?;
+        if instance_reuse && native.is_some() {
+            let (rk, _) = fields.get("instance_reuse").expect("flag was set");
+            return Err(self.err(
+                rk.pos,
+                &join(path, "instance_reuse"),
+                "`instance_reuse` is for WebAssembly functions: a native function's instance always serves one request after another (remove the line)",
+            ));
+        }
         Ok(FunctionManifest {
             name,
             source,
+            native,
             routes,
             env,
             limits,
@@ -496,7 +502,107 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn source(&self, field: &str, k: &Node, v: &Node) -> Result<Source> {
+    /// A `true`/`false` field, false when absent.
+    fn flag(&self, path: &str, field: &str, fields: &Fields<'_>) -> Result<bool> {
+        match fields.get(field) {
+            Some((
+                _,
+                Node {
+                    kind: Kind::Bool(b),
+                    ..
+                },
+            )) => Ok(*b),
+            Some((rk, rv)) => Err(self.err(
+                at(rk, rv),
+                &join(path, field),
+                format!("`{field}` must be `true` or `false`, not {}", rv.describe()),
+            )),
+            None => Ok(false),
+        }
+    }
+
+    /// `runtime`, `handler` and `network`: set for a native (Lambda-style) function.
+    fn native(
+        &self,
+        path: &str,
+        name: &FunctionName,
+        k: &Node,
+        fields: &Fields<'_>,
+    ) -> Result<Option<NativeSpec>> {
+        let runtime = match fields.get("runtime") {
+            None => {
+                for other in ["handler", "network"] {
+                    if let Some((ok, _)) = fields.get(other) {
+                        return Err(self.err(
+                            ok.pos,
+                            &join(path, other),
+                            format!(
+                                "`{other}` is for native functions: add `runtime:` (e.g. `runtime: python3.11`), or remove `{other}` for a WebAssembly function"
+                            ),
+                        ));
+                    }
+                }
+                return Ok(None);
+            }
+            Some((rk, rv)) => {
+                let field = join(path, "runtime");
+                let Kind::Str(raw) = &rv.kind else {
+                    return Err(self.err(
+                        at(rk, rv),
+                        &field,
+                        format!(
+                            "`runtime` must be a runtime name such as `python3.11`, `nodejs20.x` or `provided`, not {}",
+                            rv.describe()
+                        ),
+                    ));
+                };
+                Runtime::parse(raw.trim()).map_err(|e| self.err(rv.pos, &field, e.to_string()))?
+            }
+        };
+        let handler = match fields.get("handler") {
+            Some((hk, hv)) => {
+                let field = join(path, "handler");
+                let Kind::Str(raw) = &hv.kind else {
+                    return Err(self.err(
+                        at(hk, hv),
+                        &field,
+                        format!(
+                            "`handler` must be a string such as `app.handler`, not {}",
+                            hv.describe()
+                        ),
+                    ));
+                };
+                // A `provided` runtime gets its handler as `_HANDLER`, free-form.
+                let raw = raw.trim().to_string();
+                runtime
+                    .check_handler(&raw)
+                    .map_err(|e| self.err(hv.pos, &field, e.to_string()))?;
+                raw
+            }
+            None if runtime.needs_handler() => {
+                let example = match runtime {
+                    Runtime::Python { .. } => "app.handler",
+                    _ => "index.handler",
+                };
+                return Err(self.err(
+                    k.pos,
+                    &join(path, "handler"),
+                    format!(
+                        "function `{name}` has runtime `{runtime}` but no `handler`: add e.g. `handler: {example}`"
+                    ),
+                ));
+            }
+            None => String::new(),
+        };
+        let network = self.flag(path, "network", fields)?;
+        Ok(Some(NativeSpec {
+            runtime,
+            handler,
+            network,
+        }))
+    }
+
+    fn source(&self, field: &str, k: &Node, v: &Node, native: bool) -> Result<Source> {
         const WHAT: &str =
             "the path of a `.wasm` file or of a Rust crate directory, relative to the manifest";
         let raw = match &v.kind {
@@ -530,6 +636,18 @@ impl<'a> Checker<'a> {
                 format!("source `{raw}` not found (resolved to {shown}): write {WHAT}"),
             ));
         };
+        if native {
+            if meta.is_dir() {
+                return Ok(Source::Directory(resolved));
+            }
+            return Err(self.err(
+                v.pos,
+                field,
+                format!(
+                    "source `{raw}` is a file (resolved to {shown}): a native function's `source` is the directory that holds its code"
+                ),
+            ));
+        }
         if meta.is_dir() {
             if resolved.join("Cargo.toml").is_file() {
                 return Ok(Source::RustCrate(resolved));

@@ -19,6 +19,11 @@
 //!     limits:
 //!       timeout: 10s
 //!       memory: 128MiB
+//!   report:
+//!     source: ./report          # a native function: the directory of a Lambda handler
+//!     runtime: python3.11       # python3.X, nodejs<major>.x or provided
+//!     handler: app.handler
+//!     network: true             # outbound network (off by default)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -58,6 +63,8 @@ impl Manifest {
 pub struct FunctionManifest {
     pub name: wisp_core::FunctionName,
     pub source: Source,
+    /// Set for a native function (`runtime:`, `handler:`, `network:`); `None` for WebAssembly.
+    pub native: Option<wisp_core::NativeSpec>,
     pub routes: Vec<wisp_core::RouteSpec>,
     pub env: BTreeMap<String, String>,
     /// The function's limits, with [`wisp_core::Limits::default`] for those not given.
@@ -77,12 +84,15 @@ pub enum Source {
     WasmFile(PathBuf),
     /// A Rust crate directory (it has a `Cargo.toml`), built for `wasm32-wasip2` on deploy.
     RustCrate(PathBuf),
+    /// A native function's code directory, packaged as it is (with its dependencies
+    /// installed, and a Rust crate of a `provided` function built for the host).
+    Directory(PathBuf),
 }
 
 impl Source {
     pub fn path(&self) -> &Path {
         match self {
-            Source::WasmFile(p) | Source::RustCrate(p) => p,
+            Source::WasmFile(p) | Source::RustCrate(p) | Source::Directory(p) => p,
         }
     }
 }
@@ -165,6 +175,7 @@ impl fmt::Display for Source {
         match self {
             Source::WasmFile(p) => write!(f, "{}", p.display()),
             Source::RustCrate(p) => write!(f, "{} (Rust crate)", p.display()),
+            Source::Directory(p) => write!(f, "{}", p.display()),
         }
     }
 }

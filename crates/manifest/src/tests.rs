@@ -215,7 +215,7 @@ fn unknown_fields_name_the_field_its_place_and_the_allowed_ones() {
     assert_at(&e, 5, 5, "functions.a.rutes");
     assert_eq!(
         e.message,
-        "unknown field `rutes`, expected one of `source`, `routes`, `env`, `limits`, `instance_reuse`; did you mean `routes`?"
+        "unknown field `rutes`, expected one of `source`, `runtime`, `handler`, `network`, `routes`, `env`, `limits`, `instance_reuse`; did you mean `routes`?"
     );
 
     let e = error("app: shop\nfunctons:\n  a:\n    source: hello.wasm\n");
@@ -233,9 +233,9 @@ fn unknown_fields_name_the_field_its_place_and_the_allowed_ones() {
     assert!(e.message.contains("did you mean `timeout`?"), "{e}");
 
     // No suggestion when nothing is close.
-    let e = error(&with_function("source: hello.wasm\nhandler: main\n"));
+    let e = error(&with_function("source: hello.wasm\nbananas: 3\n"));
     assert!(!e.message.contains("did you mean"), "{e}");
-    assert!(e.message.contains("unknown field `handler`"), "{e}");
+    assert!(e.message.contains("unknown field `bananas`"), "{e}");
 }
 
 #[test]

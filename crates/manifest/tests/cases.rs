@@ -31,6 +31,14 @@ fn render(path: &Path, cases: &Path) -> String {
                     f.limits.max_concurrency
                 )
                 .unwrap();
+                if let Some(n) = &f.native {
+                    writeln!(
+                        s,
+                        "  native: runtime {}, handler `{}`, network {}",
+                        n.runtime, n.handler, n.network
+                    )
+                    .unwrap();
+                }
             }
             s
         }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Content-addressed files in the data directory: uploaded components
 /// (`artifacts/<sha256>.wasm`) and their ahead-of-time compiled form
-/// (`compiled/<engine>/<sha256>.cwasm`, one folder per engine configuration).
+/// (`compiled/<engine>/<sha256>.cwasm`, one folder per engine configuration); native
+/// functions' code bundles (`artifacts/<sha256>.tar.gz`) and their unpacked, read-only
+/// form (`code/<sha256>/`).
 #[derive(Debug, Clone)]
 pub struct ArtifactDir {
     root: PathBuf,
@@ -19,7 +21,7 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
 
 impl ArtifactDir {
     pub fn open(data_dir: &Path) -> Result<Self> {
-        for sub in ["artifacts", "compiled", "tmp"] {
+        for sub in ["artifacts", "compiled", "code", "tmp"] {
             let p = data_dir.join(sub);
             fs::create_dir_all(&p).map_err(io(format!("creating {}", p.display())))?;
         }
@@ -41,6 +43,54 @@ impl ArtifactDir {
             .join("compiled")
             .join(engine)
             .join(format!("{sha256}.cwasm"))
+    }
+
+    pub fn bundle_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{sha256}.tar.gz"))
+    }
+
+    /// Where a code bundle is unpacked; it exists once [`ArtifactDir::unpack_bundle`] succeeded.
+    pub fn code_dir(&self, sha256: &str) -> PathBuf {
+        self.root.join("code").join(sha256)
+    }
+
+    /// Whether uploaded bytes are a code bundle (gzip) rather than a component.
+    pub fn is_bundle(bytes: &[u8]) -> bool {
+        bytes.starts_with(&[0x1f, 0x8b])
+    }
+
+    /// Unpacks a code bundle (a gzipped tar) into [`ArtifactDir::code_dir`], all or
+    /// nothing: entries must be relative paths inside the bundle (no `..`, no absolute
+    /// paths, no devices); files become world-readable and directories traversable, so the
+    /// unprivileged sandbox user can read them, and nothing is writable but by the node.
+    pub fn unpack_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<BundleInfo> {
+        let dest = self.code_dir(sha256);
+        if dest.is_dir() {
+            return bundle_info(&dest);
+        }
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let staging = self.root.join("tmp").join(format!(
+            "{sha256}.{}.{}.unpack",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = unpack_into(bytes, &staging);
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        match fs::rename(&staging, &dest) {
+            Ok(()) => {}
+            // Another upload of the same bundle won the race: same content.
+            Err(_) if dest.is_dir() => {
+                let _ = fs::remove_dir_all(&staging);
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(io(format!("renaming to {}", dest.display()))(e));
+            }
+        }
+        bundle_info(&dest)
     }
 
     /// Writes `bytes` to `dest` durably: a temporary file, fsync, rename, fsync the folder.
@@ -68,6 +118,98 @@ impl ArtifactDir {
     }
 }
 
+/// What an unpacked bundle holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleInfo {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+fn bundle_error(message: String) -> StoreError {
+    StoreError::Io {
+        context: "the code bundle is not valid".into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+    }
+}
+
+fn unpack_into(bytes: &[u8], staging: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(staging).map_err(io(format!("creating {}", staging.display())))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    archive.set_preserve_permissions(false);
+    archive.set_preserve_mtime(false);
+    archive.set_unpack_xattrs(false);
+    let entries = archive
+        .entries()
+        .map_err(|e| bundle_error(format!("not a gzipped tar: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bundle_error(format!("reading an entry: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| bundle_error(format!("an entry has a bad path: {e}")))?
+            .into_owned();
+        let shown = path.display().to_string();
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(bundle_error(format!(
+                "entry `{shown}` points outside the bundle"
+            )));
+        }
+        use tar::EntryType::*;
+        let kind = entry.header().entry_type();
+        if !matches!(kind, Regular | Directory | Symlink | Continuous) {
+            return Err(bundle_error(format!(
+                "entry `{shown}` is a {kind:?}: bundles hold only files, directories and symlinks"
+            )));
+        }
+        let executable = entry.header().mode().unwrap_or(0o644) & 0o111 != 0;
+        let unpacked = entry
+            .unpack_in(staging)
+            .map_err(|e| bundle_error(format!("unpacking `{shown}`: {e}")))?;
+        if !unpacked {
+            return Err(bundle_error(format!(
+                "entry `{shown}` points outside the bundle"
+            )));
+        }
+        let target = staging.join(&path);
+        let mode = match kind {
+            Directory => Some(0o755),
+            Symlink => None,
+            _ if executable => Some(0o755),
+            _ => Some(0o644),
+        };
+        if let Some(mode) = mode {
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(io(format!("setting permissions of {}", target.display())))?;
+        }
+    }
+    fs::set_permissions(staging, fs::Permissions::from_mode(0o755))
+        .map_err(io(format!("setting permissions of {}", staging.display())))?;
+    Ok(())
+}
+
+fn bundle_info(dir: &Path) -> Result<BundleInfo> {
+    let mut info = BundleInfo { files: 0, bytes: 0 };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(io(format!("reading {}", d.display())))? {
+            let e = e.map_err(io(format!("reading {}", d.display())))?;
+            let meta = fs::symlink_metadata(e.path())
+                .map_err(io(format!("reading {}", e.path().display())))?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                info.files += 1;
+                info.bytes += meta.len();
+            }
+        }
+    }
+    Ok(info)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +229,65 @@ mod tests {
         let c = dir.compiled_path("e1", &sha);
         dir.write_atomic(&c, b"x").unwrap();
         assert!(c.exists());
+    }
+
+    fn bundle(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (path, data, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_entry_type(tar::EntryType::Regular);
+            // Written raw so that bad paths can be tested too.
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn bundles_unpack_readable_and_keep_the_executable_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ArtifactDir::open(tmp.path()).unwrap();
+        let bytes = bundle(&[
+            ("app.py", b"def handler(e, c): return e\n", 0o600),
+            ("lib/util.py", b"X = 1\n", 0o600),
+            ("bootstrap", b"#!/bin/sh\n", 0o700),
+        ]);
+        assert!(ArtifactDir::is_bundle(&bytes));
+        assert!(!ArtifactDir::is_bundle(b"\0asm"));
+        let info = dir.unpack_bundle("abc", &bytes).unwrap();
+        assert_eq!(info.files, 3);
+        let code = dir.code_dir("abc");
+        let mode = |p: &str| fs::metadata(code.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("app.py"), 0o644);
+        assert_eq!(mode("lib/util.py"), 0o644);
+        assert_eq!(mode("bootstrap"), 0o755);
+        assert_eq!(fs::read(code.join("lib/util.py")).unwrap(), b"X = 1\n");
+        // Idempotent: a second upload of the same bundle is fine.
+        dir.unpack_bundle("abc", &bytes).unwrap();
+    }
+
+    #[test]
+    fn bundles_that_escape_or_are_not_tar_are_refused_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ArtifactDir::open(tmp.path()).unwrap();
+        let bytes = bundle(&[("ok.py", b"", 0o644), ("../evil.py", b"x", 0o644)]);
+        let e = dir.unpack_bundle("bad", &bytes).unwrap_err().to_string();
+        assert!(e.contains("outside the bundle"), "{e}");
+        assert!(!dir.code_dir("bad").exists());
+        assert!(!tmp.path().join("evil.py").exists());
+        let e = dir
+            .unpack_bundle("junk", &[0x1f, 0x8b, 1, 2, 3])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not valid"), "{e}");
+        assert!(!dir.code_dir("junk").exists());
+        assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
     }
 }

@@ -9,7 +9,7 @@
 mod artifacts;
 mod sqlite;
 
-pub use artifacts::ArtifactDir;
+pub use artifacts::{ArtifactDir, BundleInfo};
 pub use sqlite::SqliteStore;
 
 use wisp_core::{Function, FunctionName, FunctionSpec, LogLine, UsageRecord, Version};

@@ -526,6 +526,7 @@ mod tests {
         FunctionSpec {
             name: FunctionName::new(name).unwrap(),
             artifact: artifact.to_string(),
+            native: None,
             routes: vec!["GET /x".parse().unwrap()],
             env: Default::default(),
             limits: Limits::default(),

@@ -1,4 +1,5 @@
 use crate::build::component_bytes;
+use crate::bundle::bundle_bytes;
 use crate::client::{ApiArgs, Client};
 use crate::output::{print_json, progress};
 use anyhow::{Context, Result};
@@ -65,13 +66,30 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
     let manifest = wisp_manifest::load(&path).map_err(anyhow::Error::msg)?;
     let mut specs = Vec::new();
     for f in &manifest.functions {
-        progress(format!("{}: building from {}", f.name, f.source));
         let name = f.name.to_string();
         let source = f.source.clone();
-        let wasm = tokio::task::spawn_blocking(move || component_bytes(&name, &source))
-            .await
-            .context("build task")??;
-        let sha256 = wisp_store::ArtifactDir::sha256(&wasm);
+        let (bytes, content_type) = match &f.native {
+            Some(native) => {
+                progress(format!(
+                    "{}: packaging {} ({})",
+                    f.name, f.source, native.runtime
+                ));
+                let native = native.clone();
+                let dir = source.path().to_path_buf();
+                let bytes = tokio::task::spawn_blocking(move || bundle_bytes(&name, &dir, &native))
+                    .await
+                    .context("packaging task")??;
+                (bytes, "application/gzip")
+            }
+            None => {
+                progress(format!("{}: building from {}", f.name, f.source));
+                let wasm = tokio::task::spawn_blocking(move || component_bytes(&name, &source))
+                    .await
+                    .context("build task")??;
+                (wasm, "application/wasm")
+            }
+        };
+        let sha256 = wisp_store::ArtifactDir::sha256(&bytes);
         let head = client
             .request(Method::HEAD, &format!("/v1/artifacts/{sha256}"))
             .send()
@@ -84,18 +102,23 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
                 &sha256[..12]
             ));
         } else {
+            let what = if f.native.is_some() {
+                "uploading"
+            } else {
+                "uploading and compiling"
+            };
             progress(format!(
-                "{}: uploading and compiling {} ({} KiB)",
+                "{}: {what} {} ({} KiB)",
                 f.name,
                 &sha256[..12],
-                wasm.len().div_ceil(1024)
+                bytes.len().div_ceil(1024)
             ));
             client
                 .send(
                     client
                         .request(Method::PUT, &format!("/v1/artifacts/{sha256}"))
-                        .header("content-type", "application/wasm")
-                        .body(wasm),
+                        .header("content-type", content_type)
+                        .body(bytes),
                 )
                 .await
                 .with_context(|| format!("function `{}` ({})", f.name, f.source))?;
@@ -103,6 +126,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
         specs.push(FunctionSpec {
             name: f.name.clone(),
             artifact: sha256,
+            native: f.native.clone(),
             routes: f.routes.clone(),
             env: f.env.clone(),
             limits: f.limits,

@@ -23,6 +23,10 @@ pub struct Invoke {
     /// Print the whole result (status, headers, body, duration, request id) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Client context for a native function (a JSON object, Lambda's `ClientContext`:
+    /// `custom`, `env`, `client`).
+    #[arg(long, value_name = "JSON")]
+    pub client_context: Option<String>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -44,17 +48,23 @@ impl Invoke {
             }
             Some(d) => d.as_bytes().to_vec(),
         };
-        let resp = client
-            .send(
-                client
-                    .request(Method::POST, &format!("/v1/functions/{}/invoke", self.name))
-                    .query(&[
-                        ("method", self.method.as_str()),
-                        ("path", self.path.as_str()),
-                    ])
-                    .body(body),
-            )
-            .await?;
+        let mut req = client
+            .request(Method::POST, &format!("/v1/functions/{}/invoke", self.name))
+            .query(&[
+                ("method", self.method.as_str()),
+                ("path", self.path.as_str()),
+            ])
+            .body(body);
+        if let Some(cc) = &self.client_context {
+            serde_json::from_str::<serde_json::Value>(cc)
+                .context("--client-context must be a JSON object")?;
+            use base64::Engine as _;
+            req = req.header(
+                "x-amz-client-context",
+                base64::engine::general_purpose::STANDARD.encode(cc),
+            );
+        }
+        let resp = client.send(req).await?;
         let result: serde_json::Value = resp.json().await.context("reading the API's answer")?;
         let status = result["status"].as_u64().unwrap_or(500);
         let failed = result["outcome"] != "success" || status >= 400;

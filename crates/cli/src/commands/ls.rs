@@ -41,6 +41,7 @@ impl Ls {
                     f["name"].as_str().unwrap_or("").to_string(),
                     f["app"].as_str().unwrap_or("").to_string(),
                     format!("{}/{}", f["version"], f["latest_version"]),
+                    f["runtime"].as_str().unwrap_or("wasm").to_string(),
                     if routes.is_empty() {
                         "-".into()
                     } else {
@@ -49,7 +50,7 @@ impl Ls {
                 ]
             })
             .collect();
-        table(&["NAME", "APP", "VERSION", "ROUTES"], &rows);
+        table(&["NAME", "APP", "VERSION", "RUNTIME", "ROUTES"], &rows);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -44,6 +44,12 @@ pub struct Up {
     /// default: AWS Lambda's published prices and free tier).
     #[arg(long, value_name = "FILE")]
     pub price_sheet: Option<PathBuf>,
+    /// How long an idle native instance (a runtime process) is kept before it is stopped.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub native_keep_alive: Duration,
+    /// `AWS_REGION` as native functions see it.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
     /// Node log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -129,6 +135,37 @@ async fn wait(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
+/// The data directory holds the API token, functions' env values, code and logs: only
+/// the node's user may enter it. (Sandboxes get their code as mount trees the node opens,
+/// so they need no access to it.)
+fn restrict_data_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+/// The sandboxes native functions run in. A protection this host cannot give is said
+/// out loud at start (and by `wisp doctor`), never skipped silently.
+fn start_native(up: &Up) -> Result<Arc<wisp_native::NativeExecutor>> {
+    let exe = std::env::current_exe().context("finding the wisp executable")?;
+    let sandboxes = Arc::new(
+        wisp_sandbox::Sandboxes::new(exe).context("setting up sandboxes for native functions")?,
+    );
+    for p in sandboxes.protections().iter().filter(|p| !p.available) {
+        tracing::warn!(
+            protection = p.name,
+            "native functions run without this protection: {}",
+            p.detail
+        );
+    }
+    let mut config = wisp_native::NativeConfig::new(&up.data_dir);
+    config.keep_alive = up.native_keep_alive;
+    config.region = up.region.clone();
+    Ok(Arc::new(
+        wisp_native::NativeExecutor::new(sandboxes, config)
+            .context("writing the native runtimes' bootstraps")?,
+    ))
+}
+
 impl Up {
     pub async fn execute(self) -> Result<ExitCode> {
         init_tracing(self.log_format);
@@ -152,26 +189,27 @@ impl Up {
         };
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
-        #[cfg(unix)]
-        {
-            // The data directory holds the API token and functions' env values.
-            use std::os::unix::fs::PermissionsExt;
-            let _ =
-                std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700));
-        }
         let token = load_or_create_token(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&self.data_dir)
                 .with_context(|| format!("opening the store in {}", self.data_dir.display()))?,
         );
         let artifacts = ArtifactDir::open(&self.data_dir)?;
+        restrict_data_dir(&self.data_dir);
         let executor = Arc::new(Executor::new(ExecutorConfig {
             max_instances: self.max_instances,
             keep_resident_bytes: usize::try_from(self.keep_resident).unwrap_or(usize::MAX),
             ..ExecutorConfig::default()
         })?);
         let logs = LogSink::start(store.clone(), Retention::default());
-        let invoker = Arc::new(Invoker::new(executor, store, artifacts, logs.clone())?);
+        let native = start_native(&self)?;
+        let invoker = Arc::new(Invoker::new(
+            executor,
+            Some(native),
+            store,
+            artifacts,
+            logs.clone(),
+        )?);
 
         let http = bind(self.http, "function gateway", "--http").await?;
         let api = bind(self.api, "platform API", "--api").await?;

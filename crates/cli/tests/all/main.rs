@@ -10,5 +10,6 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod metrics;
+mod native;
 mod routing;
 mod usage;

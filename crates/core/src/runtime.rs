@@ -1,0 +1,200 @@
+//! Native (Lambda-style) runtimes: which interpreter runs a function and how it finds its
+//! handler.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A native runtime, named as AWS Lambda names it: `python3.11`, `nodejs20.x`, `provided`
+/// (also `provided.al2` and `provided.al2023`, which mean the same here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    /// CPython 3.`minor`.
+    Python { minor: u32 },
+    /// Node.js `major`.
+    Nodejs { major: u32 },
+    /// Any executable called `bootstrap` at the root of the function's code.
+    Provided,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "unknown runtime `{0}`: use `python3.X` (e.g. python3.11), `nodejs<major>.x` (e.g. nodejs20.x) or `provided` (an executable named `bootstrap`)"
+    )]
+    Unknown(String),
+    #[error("{0}")]
+    Handler(String),
+}
+
+impl Runtime {
+    pub fn parse(s: &str) -> Result<Runtime, RuntimeError> {
+        let unknown = || RuntimeError::Unknown(s.to_string());
+        if let Some(minor) = s.strip_prefix("python3.") {
+            let minor: u32 = minor.parse().map_err(|_| unknown())?;
+            return Ok(Runtime::Python { minor });
+        }
+        if let Some(major) = s.strip_prefix("nodejs") {
+            let major = major.strip_suffix(".x").unwrap_or(major);
+            let major: u32 = major.parse().map_err(|_| unknown())?;
+            return Ok(Runtime::Nodejs { major });
+        }
+        match s {
+            "provided" | "provided.al2" | "provided.al2023" => Ok(Runtime::Provided),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// Whether functions of this runtime name a handler (`module.function`).
+    pub fn needs_handler(self) -> bool {
+        !matches!(self, Runtime::Provided)
+    }
+
+    /// Checks a handler string's shape: `file.function`, where `file` may have a directory
+    /// part (`src/app.handler`) and Python may name a package (`pkg.app.handler`).
+    pub fn check_handler(self, handler: &str) -> Result<(), RuntimeError> {
+        if !self.needs_handler() {
+            return Ok(());
+        }
+        let example = match self {
+            Runtime::Python { .. } => "`app.handler` (function `handler` in app.py)",
+            _ => "`index.handler` (export `handler` of index.js)",
+        };
+        let bad = |why: &str| {
+            RuntimeError::Handler(format!("handler `{handler}` {why}: write e.g. {example}"))
+        };
+        if handler.is_empty() {
+            return Err(bad("is empty"));
+        }
+        let Some((module, function)) = handler.rsplit_once('.') else {
+            return Err(bad("has no `.` between the file and the function name"));
+        };
+        if module.is_empty() || function.is_empty() {
+            return Err(bad("needs both a file and a function name"));
+        }
+        let ident = |s: &str| {
+            s.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$')
+                && s.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        };
+        if !ident(function) {
+            return Err(bad("does not end with a valid function name"));
+        }
+        if module.starts_with('/') || module.split('/').any(|p| p == ".." || p.is_empty()) {
+            return Err(bad("must name a file inside the function's directory"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Runtime::Python { minor } => write!(f, "python3.{minor}"),
+            Runtime::Nodejs { major } => write!(f, "nodejs{major}.x"),
+            Runtime::Provided => f.write_str("provided"),
+        }
+    }
+}
+
+impl Serialize for Runtime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Runtime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Runtime::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What makes a function native: it runs in a sandboxed process that speaks the Lambda
+/// Runtime API, from a code bundle (the function's `artifact`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeSpec {
+    pub runtime: Runtime,
+    /// `app.handler`, `index.handler`; empty for `provided`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub handler: String,
+    /// Outbound network access. Off by default: the sandbox has only a loopback interface.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_parse_and_print_as_lambda_names() {
+        for (s, canonical) in [
+            ("python3.11", "python3.11"),
+            ("python3.9", "python3.9"),
+            ("nodejs20.x", "nodejs20.x"),
+            ("nodejs22", "nodejs22.x"),
+            ("provided", "provided"),
+            ("provided.al2023", "provided"),
+        ] {
+            assert_eq!(Runtime::parse(s).unwrap().to_string(), canonical);
+        }
+        for bad in [
+            "python",
+            "python3",
+            "python3.x",
+            "node20",
+            "java21",
+            "",
+            "nodejs.x",
+        ] {
+            assert!(Runtime::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn handler_shapes() {
+        let py = Runtime::Python { minor: 11 };
+        let node = Runtime::Nodejs { major: 20 };
+        for ok in [
+            "app.handler",
+            "pkg.app.handler",
+            "src/app.main",
+            "index.handler",
+        ] {
+            py.check_handler(ok).unwrap();
+            node.check_handler(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "handler",
+            "app.",
+            ".handler",
+            "../x.handler",
+            "/abs.handler",
+            "a.1x",
+        ] {
+            let e = py.check_handler(bad).unwrap_err().to_string();
+            assert!(e.contains("app.handler"), "{bad}: {e}");
+        }
+        Runtime::Provided.check_handler("").unwrap();
+    }
+
+    #[test]
+    fn native_spec_round_trips_as_json() {
+        let spec = NativeSpec {
+            runtime: Runtime::Nodejs { major: 20 },
+            handler: "index.handler".into(),
+            network: false,
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(
+            json,
+            r#"{"runtime":"nodejs20.x","handler":"index.handler"}"#
+        );
+        assert_eq!(serde_json::from_str::<NativeSpec>(&json).unwrap(), spec);
+        assert!(serde_json::from_str::<NativeSpec>(r#"{"runtime":"ruby3.2"}"#).is_err());
+    }
+}

@@ -1,0 +1,862 @@
+//! Native functions: unmodified AWS Lambda handlers (Python, Node.js, any `bootstrap`
+//! executable) running in sandboxed processes that speak the Lambda Runtime API.
+//!
+//! A [`NativePool`] holds the instances of one function version. An instance is one
+//! sandboxed runtime process; it serves one invocation at a time and is reused while warm.
+//! A call that finds no idle instance starts one (a cold start); idle instances stop after
+//! the keep-alive. Each instance gets its own Runtime API server ([`runtime_api`]) on a
+//! listener bound inside its sandbox.
+//!
+//! This crate does not route HTTP or record logs and usage: the invoker hands it an event
+//! and gets back a [`NativeResult`].
+#![forbid(unsafe_code)]
+
+pub mod apigw;
+mod interpreter;
+mod output;
+pub mod runtime_api;
+
+pub use interpreter::{Interpreter, RUNTIME_MOUNT, resolve};
+pub use runtime_api::FunctionError;
+
+use bytes::Bytes;
+use output::Output;
+use runtime_api::{ApiState, Pending, Reply};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use wisp_core::{Limits, LogStream, NativeSpec, Outcome, Runtime};
+use wisp_sandbox::{Exit, Sandboxes, Spec};
+
+/// The bootstraps that give handlers the Lambda contract, built into the binary and
+/// written to the node's data directory at start.
+const BOOTSTRAPS: &[(&str, &str)] = &[
+    (
+        "python/bootstrap.py",
+        include_str!("../../../runtimes/python/bootstrap.py"),
+    ),
+    (
+        "python/_wisp_runtime.py",
+        include_str!("../../../runtimes/python/_wisp_runtime.py"),
+    ),
+    (
+        "node/bootstrap.js",
+        include_str!("../../../runtimes/node/bootstrap.js"),
+    ),
+];
+
+/// How long a runtime may take to start (to its first `invocation/next`), as on Lambda.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Node-wide settings for native functions.
+#[derive(Debug, Clone)]
+pub struct NativeConfig {
+    /// Where the bootstraps are written (`<data dir>/runtimes`).
+    pub runtime_dir: PathBuf,
+    /// `AWS_REGION` as functions see it.
+    pub region: String,
+    /// How long an idle instance is kept before it is stopped.
+    pub keep_alive: Duration,
+    /// Size of each instance's private `/tmp`.
+    pub tmp_bytes: u64,
+}
+
+impl NativeConfig {
+    pub fn new(data_dir: &Path) -> Self {
+        NativeConfig {
+            runtime_dir: data_dir.join("runtimes"),
+            region: "us-east-1".into(),
+            keep_alive: Duration::from_secs(300),
+            tmp_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// Starts and supervises native instances for every function of the node.
+pub struct NativeExecutor {
+    sandboxes: Arc<Sandboxes>,
+    config: NativeConfig,
+    interpreters: Mutex<HashMap<Runtime, Result<Interpreter, String>>>,
+    pools: Mutex<Vec<Weak<NativePool>>>,
+    seq: AtomicU64,
+    reaper: std::sync::OnceLock<()>,
+}
+
+impl std::fmt::Debug for NativeExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeExecutor")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NativeExecutor {
+    /// Writes the bootstraps to `config.runtime_dir`, readable by the sandbox user.
+    pub fn new(sandboxes: Arc<Sandboxes>, config: NativeConfig) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        for (path, text) in BOOTSTRAPS {
+            let dest = config.runtime_dir.join(path);
+            let dir = dest.parent().expect("bootstrap paths have a folder");
+            std::fs::create_dir_all(dir)?;
+            if std::fs::read(&dest).ok().as_deref() != Some(text.as_bytes()) {
+                let tmp = dest.with_extension("tmp");
+                std::fs::write(&tmp, text)?;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+                std::fs::rename(&tmp, &dest)?;
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::set_permissions(&config.runtime_dir, std::fs::Permissions::from_mode(0o755))?;
+        Ok(NativeExecutor {
+            sandboxes,
+            config,
+            interpreters: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Vec::new()),
+            seq: AtomicU64::new(0),
+            reaper: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub fn sandboxes(&self) -> &Arc<Sandboxes> {
+        &self.sandboxes
+    }
+
+    /// The interpreter for a runtime on this host (looked up once). For Python, the
+    /// bootstrap's modules are compiled here once: the sandbox mounts them read-only, and
+    /// compiling them at every cold start would cost milliseconds.
+    pub fn interpreter(&self, runtime: Runtime) -> Result<Interpreter, String> {
+        let mut cache = self.interpreters.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(runtime)
+            .or_insert_with(|| {
+                let interp = resolve(runtime)?;
+                if matches!(runtime, Runtime::Python { .. }) {
+                    let dir = self.config.runtime_dir.join("python");
+                    let compiled = std::process::Command::new(&interp.program)
+                        .args(["-m", "compileall", "-q"])
+                        .arg(&dir)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .status();
+                    if !compiled.is_ok_and(|s| s.success()) {
+                        tracing::warn!(
+                            "compiling the Python bootstrap in {} failed: cold starts compile it each time",
+                            dir.display()
+                        );
+                    }
+                    make_readable(&dir);
+                }
+                Ok(interp)
+            })
+            .clone()
+    }
+
+    /// Checks that a function can start here: its runtime exists on this host, and a
+    /// `provided` bundle has an executable `bootstrap`. A deploy calls this before it commits.
+    pub fn check(&self, spec: &NativeSpec, code_dir: &Path) -> Result<(), String> {
+        self.interpreter(spec.runtime)?;
+        if spec.runtime == Runtime::Provided {
+            use std::os::unix::fs::PermissionsExt;
+            let bootstrap = code_dir.join("bootstrap");
+            match std::fs::metadata(&bootstrap) {
+                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+                Ok(_) => {
+                    return Err(
+                        "the code's `bootstrap` is not an executable file: a `provided` function needs an executable named `bootstrap` at the root of its directory".into(),
+                    );
+                }
+                Err(_) => {
+                    return Err(
+                        "the code has no `bootstrap`: a `provided` function needs an executable named `bootstrap` at the root of its directory (or a Rust crate that builds one)".into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A pool for one function version. Its instances stop when it is dropped.
+    pub fn pool(self: &Arc<Self>, function: NativeFunction) -> Arc<NativePool> {
+        let pool = Arc::new(NativePool {
+            exec: self.clone(),
+            f: function,
+            idle: Mutex::new(Vec::new()),
+            live: AtomicU32::new(0),
+            cold_starts: AtomicU64::new(0),
+        });
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(&pool));
+        drop(pools);
+        self.start_reaper();
+        pool
+    }
+
+    /// Stops idle instances past the keep-alive, once a second.
+    fn start_reaper(self: &Arc<Self>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.reaper.get_or_init(|| {
+            let exec = Arc::downgrade(self);
+            handle.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let Some(exec) = exec.upgrade() else { break };
+                    let pools: Vec<Arc<NativePool>> = exec
+                        .pools
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .filter_map(Weak::upgrade)
+                        .collect();
+                    for p in pools {
+                        p.reap(exec.config.keep_alive);
+                    }
+                }
+            });
+        });
+    }
+}
+
+/// What a pool needs to know of its function version.
+#[derive(Debug, Clone)]
+pub struct NativeFunction {
+    pub name: String,
+    pub version: u32,
+    pub spec: NativeSpec,
+    pub limits: Limits,
+    pub env: Vec<(String, String)>,
+    /// The unpacked code bundle on the host.
+    pub code_dir: PathBuf,
+}
+
+/// One invocation for a native function.
+#[derive(Debug)]
+pub struct NativeRequest {
+    pub request_id: String,
+    /// The event the handler receives (JSON).
+    pub event: Bytes,
+    /// W3C trace id (32 hex characters), carried to the runtime in X-Ray form.
+    pub trace_id: String,
+    pub client_context: Option<String>,
+}
+
+/// How a native invocation went.
+#[derive(Debug)]
+pub struct NativeResult {
+    pub outcome: Outcome,
+    /// The handler's result (JSON) when `outcome` is `Success`.
+    pub payload: Option<Bytes>,
+    pub error: Option<FunctionError>,
+    /// The function's output lines, init output first on a cold start.
+    pub logs: Vec<(LogStream, String)>,
+    /// From handing the event to the runtime to its answer.
+    pub duration: Duration,
+    /// The runtime's start (spawn to its first `invocation/next`), on a cold start.
+    pub init: Option<Duration>,
+    pub max_memory_bytes: Option<u64>,
+    pub cpu_time: Option<Duration>,
+}
+
+impl NativeResult {
+    fn failed(error: FunctionError, outcome: Outcome) -> Self {
+        NativeResult {
+            outcome,
+            payload: None,
+            error: Some(error),
+            logs: Vec::new(),
+            duration: Duration::ZERO,
+            init: None,
+            max_memory_bytes: None,
+            cpu_time: None,
+        }
+    }
+}
+
+/// The instances of one function version.
+pub struct NativePool {
+    exec: Arc<NativeExecutor>,
+    f: NativeFunction,
+    /// Idle instances, the most recently used last (reused first: it is the warmest).
+    idle: Mutex<Vec<Instance>>,
+    live: AtomicU32,
+    cold_starts: AtomicU64,
+}
+
+impl std::fmt::Debug for NativePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativePool")
+            .field("function", &self.f.name)
+            .field("version", &self.f.version)
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the supervisor reports when an instance's processes are gone.
+#[derive(Debug, Clone, Copy)]
+struct Gone {
+    exit: Exit,
+    oom: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    memory_peak: Option<u64>,
+    cpu_time: Option<Duration>,
+}
+
+/// One sandboxed runtime process, as the pool sees it.
+struct Instance {
+    queue: mpsc::Sender<Pending>,
+    init: Option<oneshot::Receiver<Result<(), FunctionError>>>,
+    spawned: Instant,
+    output: Arc<Output>,
+    gone: watch::Receiver<Option<Gone>>,
+    stats: mpsc::Sender<oneshot::Sender<Stats>>,
+    /// Dropping it tells the supervisor to kill the sandbox.
+    _kill: oneshot::Sender<()>,
+    api: tokio::task::JoinHandle<()>,
+    idle_since: Instant,
+    /// Counts the pool's live instances while it exists.
+    _live: LiveGuard,
+}
+
+struct LiveGuard(Arc<NativePool>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.api.abort();
+    }
+}
+
+impl Instance {
+    fn is_gone(&self) -> bool {
+        self.gone.borrow().is_some()
+    }
+
+    async fn stats(&self) -> Stats {
+        let (tx, rx) = oneshot::channel();
+        if self.stats.send(tx).await.is_err() {
+            return Stats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Waits until the processes are gone; returns how they ended.
+    async fn wait_gone(&self) -> Gone {
+        let mut gone = self.gone.clone();
+        match gone.wait_for(Option::is_some).await {
+            Ok(g) => g.expect("waited for Some"),
+            Err(_) => Gone {
+                exit: Exit::Signal(9),
+                oom: false,
+            },
+        }
+    }
+}
+
+fn exit_error(gone: Gone, phase: &str) -> (FunctionError, Outcome) {
+    if gone.oom || gone.exit == Exit::OutOfMemory {
+        return (
+            FunctionError::new(
+                "Runtime.OutOfMemory",
+                format!(
+                    "Runtime exited with error: signal: killed ({phase} ran out of memory: raise `limits.memory`)"
+                ),
+            ),
+            Outcome::OutOfMemory,
+        );
+    }
+    let how = match gone.exit {
+        Exit::Code(c) => format!("exit status {c}"),
+        Exit::Signal(s) => format!("signal {s}"),
+        Exit::OutOfMemory => "out of memory".to_string(),
+    };
+    (
+        FunctionError::new(
+            "Runtime.ExitError",
+            format!("Runtime exited with error: {how} (during {phase})"),
+        ),
+        Outcome::Error,
+    )
+}
+
+impl NativePool {
+    pub fn function(&self) -> &NativeFunction {
+        &self.f
+    }
+
+    /// Instances alive now (idle or busy).
+    pub fn instances(&self) -> u32 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Instances waiting for work now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn cold_starts(&self) -> u64 {
+        self.cold_starts.load(Ordering::Relaxed)
+    }
+
+    /// Stops idle instances that have waited longer than `keep_alive`, and forgets dead ones.
+    pub fn reap(&self, keep_alive: Duration) {
+        let stale: Vec<Instance> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let (keep, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|i| !i.is_gone() && i.idle_since.elapsed() < keep_alive);
+            *idle = keep;
+            stale
+        };
+        drop(stale);
+    }
+
+    /// Stops every idle instance now.
+    pub fn stop_idle(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(idle);
+    }
+
+    fn take_idle(&self) -> Option<Instance> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(i) = idle.pop() {
+            if !i.is_gone() {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn sandbox_spec(&self, id: &str, interp: &Interpreter) -> Spec {
+        let f = &self.f;
+        let memory_mb = f.limits.memory_bytes / (1024 * 1024);
+        let runtime = f.spec.runtime.to_string();
+        let date = time::OffsetDateTime::now_utc().date();
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                "/usr/local/bin:/usr/bin:/bin:/opt/bin".into(),
+            ),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            ("TZ".into(), ":UTC".into()),
+            ("HOME".into(), "/tmp".into()),
+            (
+                "LD_LIBRARY_PATH".into(),
+                "/var/task:/var/task/lib:/opt/lib".into(),
+            ),
+        ];
+        if let Some(dir) = interp.program.parent() {
+            let path = &mut env[0].1;
+            *path = format!("{}:{path}", dir.display());
+        }
+        match f.spec.runtime {
+            Runtime::Python { .. } => {
+                env.push(("PYTHONPATH".into(), "/var/task".into()));
+                env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+            }
+            Runtime::Nodejs { .. } => {
+                env.push((
+                    "NODE_PATH".into(),
+                    "/var/task/node_modules:/var/task".into(),
+                ));
+            }
+            Runtime::Provided => {}
+        }
+        // The function's own variables, then the reserved ones, which it cannot override.
+        let mut vars: HashMap<String, String> = env.into_iter().collect();
+        vars.extend(f.env.iter().cloned());
+        let reserved = [
+            ("_HANDLER", f.spec.handler.clone()),
+            ("LAMBDA_TASK_ROOT", "/var/task".into()),
+            ("LAMBDA_RUNTIME_DIR", RUNTIME_MOUNT.into()),
+            ("AWS_LAMBDA_FUNCTION_NAME", f.name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", f.version.to_string()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", f.name),
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                format!(
+                    "{:04}/{:02}/{:02}/[{}]{id}",
+                    date.year(),
+                    date.month() as u8,
+                    date.day(),
+                    f.version
+                ),
+            ),
+            ("AWS_REGION", self.exec.config.region.clone()),
+            ("AWS_DEFAULT_REGION", self.exec.config.region.clone()),
+            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+        ];
+        vars.extend(reserved.into_iter().map(|(k, v)| (k.to_string(), v)));
+        let mut env: Vec<(String, String)> = vars.into_iter().collect();
+        env.sort();
+        let mut ro_mounts: Vec<(PathBuf, PathBuf)> = interp
+            .mounts
+            .iter()
+            .map(|m| (m.clone(), m.clone()))
+            .collect();
+        ro_mounts.push((
+            self.exec.config.runtime_dir.clone(),
+            PathBuf::from(RUNTIME_MOUNT),
+        ));
+        Spec {
+            id: id.to_string(),
+            program: interp.program.clone(),
+            args: interp.args.clone(),
+            env,
+            code_dir: f.code_dir.clone(),
+            ro_mounts,
+            cwd: PathBuf::from("/var/task"),
+            tmp_bytes: self.exec.config.tmp_bytes,
+            memory_bytes: f.limits.memory_bytes,
+            pids_max: 1024,
+            // CPU share grows with memory, as on Lambda (128 MB = the default share).
+            cpu_weight: ((memory_mb * 100 / 128).clamp(1, 10_000)) as u32,
+            network: f.spec.network,
+            listener_env: Some("AWS_LAMBDA_RUNTIME_API".into()),
+        }
+    }
+
+    /// Starts a new instance (a cold start).
+    async fn start(self: &Arc<Self>) -> Result<Instance, FunctionError> {
+        let interp = self
+            .exec
+            .interpreter(self.f.spec.runtime)
+            .map_err(|m| FunctionError::new("Runtime.Unavailable", m))?;
+        let seq = self.exec.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{}-{seq}", self.f.name, self.f.version);
+        let spec = self.sandbox_spec(&id, &interp);
+        let spawned = Instant::now();
+        let mut sandbox = self.exec.sandboxes.spawn(spec).await.map_err(|e| {
+            FunctionError::new(
+                "Runtime.SandboxError",
+                format!("starting the runtime failed: {e}"),
+            )
+        })?;
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let live = LiveGuard(self.clone());
+        let output = Arc::new(Output::default());
+        if let Some(out) = sandbox.stdout.take() {
+            let probe = out.as_fd().try_clone_to_owned().ok();
+            output.attach(LogStream::Stdout, out, probe);
+        }
+        if let Some(err) = sandbox.stderr.take() {
+            let probe = err.as_fd().try_clone_to_owned().ok();
+            output.attach(LogStream::Stderr, err, probe);
+        }
+        let arn = format!(
+            "arn:aws:lambda:{}:000000000000:function:{}",
+            self.exec.config.region, self.f.name
+        );
+        let (state, queue, init) = ApiState::new(arn);
+        let listener = sandbox
+            .listener
+            .try_clone()
+            .map_err(|e| FunctionError::new("Runtime.SandboxError", e.to_string()))?;
+        let api = tokio::spawn(runtime_api::serve(listener, state));
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let (gone_tx, gone_rx) = watch::channel(None);
+        let (stats_tx, stats_rx) = mpsc::channel(4);
+        tokio::spawn(supervise(sandbox, kill_rx, gone_tx, stats_rx));
+        Ok(Instance {
+            queue,
+            init: Some(init),
+            spawned,
+            output,
+            gone: gone_rx,
+            stats: stats_tx,
+            _kill: kill_tx,
+            api,
+            idle_since: Instant::now(),
+            _live: live,
+        })
+    }
+
+    /// Runs one invocation on an idle instance, or on a new one.
+    pub async fn invoke(self: &Arc<Self>, req: NativeRequest) -> NativeResult {
+        let mut inst = match self.take_idle() {
+            Some(i) => i,
+            None => match self.start().await {
+                Ok(i) => {
+                    self.cold_starts.fetch_add(1, Ordering::Relaxed);
+                    i
+                }
+                Err(e) => return NativeResult::failed(e, Outcome::Error),
+            },
+        };
+        let mut init_duration = None;
+        if let Some(init) = inst.init.take() {
+            let result = tokio::select! {
+                r = init => r.unwrap_or_else(|_| Err(FunctionError::new("Runtime.ExitError", "the runtime's API went away during init"))),
+                gone = inst.wait_gone() => Err(exit_error(gone, "init").0),
+                _ = tokio::time::sleep(INIT_TIMEOUT) => Err(FunctionError::new(
+                    "Sandbox.Timedout",
+                    format!("Init timed out after {} seconds: the runtime did not ask for its first invocation", INIT_TIMEOUT.as_secs()),
+                )),
+            };
+            init_duration = Some(inst.spawned.elapsed());
+            if let Err(e) = result {
+                // The runtime reported why (or died): give it a moment to exit and to
+                // flush its output, then stop it.
+                let outcome = match inst.is_gone().then(|| *inst.gone.borrow()) {
+                    Some(Some(g)) if g.oom => Outcome::OutOfMemory,
+                    _ => Outcome::Error,
+                };
+                let _ = tokio::time::timeout(Duration::from_millis(200), inst.wait_gone()).await;
+                let logs = inst.output.take().await;
+                let stats = inst.stats().await;
+                return NativeResult {
+                    logs,
+                    init: init_duration,
+                    max_memory_bytes: stats.memory_peak,
+                    cpu_time: stats.cpu_time,
+                    ..NativeResult::failed(e, outcome)
+                };
+            }
+        }
+        let timeout = Duration::from_millis(self.f.limits.timeout_ms);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let pending = Pending {
+            id: req.request_id.clone(),
+            event: req.event,
+            deadline_ms: now_ms() + self.f.limits.timeout_ms as i64,
+            trace_header: xray_header(&req.trace_id),
+            client_context: req.client_context,
+            reply: reply_tx,
+        };
+        let started = Instant::now();
+        let outcome = if inst.queue.send(pending).await.is_err() {
+            Err((
+                FunctionError::new("Runtime.ExitError", "the runtime's API went away"),
+                Outcome::Error,
+                true,
+            ))
+        } else {
+            tokio::select! {
+                reply = reply_rx => match reply {
+                    Ok(Reply::Response(body)) => Ok(body),
+                    Ok(Reply::Error(e)) => Err((e, Outcome::Error, false)),
+                    Err(_) => Err((FunctionError::new("Runtime.ExitError", "the runtime's API went away"), Outcome::Error, true)),
+                },
+                gone = inst.wait_gone() => {
+                    let (e, o) = exit_error(gone, "the invocation");
+                    Err((e, o, true))
+                }
+                _ = tokio::time::sleep(timeout) => Err((
+                    FunctionError::new(
+                        "Sandbox.Timedout",
+                        format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+                    ),
+                    Outcome::Timeout,
+                    true,
+                )),
+            }
+        };
+        let duration = started.elapsed();
+        let logs = inst.output.take().await;
+        let stats = inst.stats().await;
+        let mut result = NativeResult {
+            outcome: Outcome::Success,
+            payload: None,
+            error: None,
+            logs,
+            duration,
+            init: init_duration,
+            max_memory_bytes: stats.memory_peak,
+            cpu_time: stats.cpu_time,
+        };
+        match outcome {
+            Ok(body) => result.payload = Some(body),
+            Err((e, o, fatal)) => {
+                result.outcome = o;
+                result.error = Some(e);
+                if fatal {
+                    // Killed on drop: the next call gets a fresh instance.
+                    return result;
+                }
+            }
+        }
+        if !inst.is_gone() {
+            inst.idle_since = Instant::now();
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(inst);
+        }
+        result
+    }
+}
+
+impl Drop for NativePool {
+    fn drop(&mut self) {
+        self.stop_idle();
+    }
+}
+
+/// Owns the sandbox: reports its end, answers stats requests, kills it when the instance
+/// is dropped.
+async fn supervise(
+    mut sandbox: wisp_sandbox::Instance,
+    mut kill: oneshot::Receiver<()>,
+    gone: watch::Sender<Option<Gone>>,
+    mut stats: mpsc::Receiver<oneshot::Sender<Stats>>,
+) {
+    let read_stats = |s: &wisp_sandbox::Instance| Stats {
+        memory_peak: s.memory_peak_bytes(),
+        cpu_time: s.cpu_time(),
+    };
+    let exit = loop {
+        tokio::select! {
+            exit = sandbox.wait() => break exit,
+            _ = &mut kill => {
+                sandbox.kill();
+                break sandbox.wait().await;
+            }
+            Some(reply) = stats.recv() => {
+                let _ = reply.send(read_stats(&sandbox));
+            }
+        }
+    };
+    let oom = sandbox.oom_killed();
+    let _ = gone.send(Some(Gone { exit, oom }));
+    // Answer stats asked after the end, until the instance is dropped.
+    let last = read_stats(&sandbox);
+    drop(sandbox);
+    while let Some(reply) = stats.recv().await {
+        let _ = reply.send(last);
+    }
+}
+
+use std::os::fd::AsFd;
+
+/// Makes a directory tree readable by the sandbox user (compileall keeps the umask's modes).
+fn make_readable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            make_readable(&p);
+        } else {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A W3C trace id in AWS X-Ray form: `Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=1`.
+pub fn xray_header(trace_id: &str) -> String {
+    if trace_id.len() != 32 {
+        return String::new();
+    }
+    let parent: u64 = rand_u64();
+    format!(
+        "Root=1-{}-{};Parent={parent:016x};Sampled=1",
+        &trace_id[..8],
+        &trace_id[8..]
+    )
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// Lambda's lines around an invocation's output: `START`, `END` and `REPORT`.
+pub fn report_lines(
+    request_id: &str,
+    version: u32,
+    memory_mb: u64,
+    result: &NativeResult,
+) -> (String, String, String) {
+    let start = format!("START RequestId: {request_id} Version: {version}");
+    let end = format!("END RequestId: {request_id}");
+    let ms = result.duration.as_secs_f64() * 1000.0;
+    let billed = wisp_core::billed_ms(result.duration.as_micros() as u64);
+    let mut report = format!(
+        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {} MB",
+        result
+            .max_memory_bytes
+            .map(|b| b.div_ceil(1024 * 1024))
+            .unwrap_or(0)
+    );
+    if let Some(init) = result.init {
+        report.push_str(&format!(
+            "\tInit Duration: {:.2} ms",
+            init.as_secs_f64() * 1000.0
+        ));
+    }
+    if result.outcome == Outcome::Timeout {
+        report.push_str("\tStatus: timeout");
+    } else if result.outcome == Outcome::OutOfMemory {
+        report.push_str("\tStatus: error\tError Type: Runtime.OutOfMemory");
+    }
+    (start, end, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xray_header_splits_the_trace_id() {
+        let h = xray_header("0af7651916cd43dd8448eb211c80319c");
+        assert!(
+            h.starts_with("Root=1-0af76519-16cd43dd8448eb211c80319c;Parent="),
+            "{h}"
+        );
+        assert!(h.ends_with(";Sampled=1"));
+        assert_eq!(xray_header(""), "");
+    }
+
+    #[test]
+    fn report_line_has_lambdas_fields() {
+        let r = NativeResult {
+            duration: Duration::from_micros(12_340),
+            init: Some(Duration::from_millis(40)),
+            max_memory_bytes: Some(30 * 1024 * 1024 + 1),
+            ..NativeResult::failed(FunctionError::new("x", "y"), Outcome::Success)
+        };
+        let (start, end, report) = report_lines("abc", 3, 128, &r);
+        assert_eq!(start, "START RequestId: abc Version: 3");
+        assert_eq!(end, "END RequestId: abc");
+        assert_eq!(
+            report,
+            "REPORT RequestId: abc\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 31 MB\tInit Duration: 40.00 ms"
+        );
+    }
+}

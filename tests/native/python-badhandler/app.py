@@ -1,0 +1,5 @@
+"""Defines `handle`; deployed as app.handler, init fails with Runtime.HandlerNotFound."""
+
+
+def handle(event, context):
+    return {}
