@@ -14,6 +14,11 @@ fi
 : "${WISP_GUEST_TARGET_DIR:=${CARGO_TARGET_DIR:-$PWD/target}/guests}"
 export WISP_GUEST_TARGET_DIR
 
+# The Lambda bootstraps against a fake Runtime API (seconds; Python and Node.js needed).
+if command -v node >/dev/null 2>&1; then
+    python3 runtimes/selftest.py >/dev/null
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
     # (The workspace has no doc tests, which nextest does not run.)
     cargo nextest run --workspace --no-fail-fast "$@"

@@ -14,6 +14,30 @@ fn native(name: &str) -> String {
         .to_string()
 }
 
+/// The manifest text with the runtimes this host has: the fixtures name python3.11 and
+/// nodejs20.x, which are replaced by the installed Python 3 and Node.js versions.
+fn with_host_runtimes(yaml: &str) -> String {
+    static RUNTIMES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (py, node) = RUNTIMES.get_or_init(|| {
+        let out = |cmd: &str, args: &[&str]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let py = out("python3", &["-c", "import sys; print(sys.version_info[1])"])
+            .map(|minor| format!("python3.{minor}"))
+            .unwrap_or_else(|| "python3.11".into());
+        let node = out("node", &["-p", "process.versions.node.split('.')[0]"])
+            .map(|major| format!("nodejs{major}.x"))
+            .unwrap_or_else(|| "nodejs20.x".into());
+        (py, node)
+    });
+    yaml.replace("python3.11", py).replace("nodejs20.x", node)
+}
+
 /// Which instance answered: its log stream name is unique per instance (pids are not:
 /// each instance has its own PID namespace).
 fn instance(answer: &Value) -> String {
@@ -45,7 +69,7 @@ fn logs(node: &Node, name: &str) -> String {
 #[test]
 fn python_handler_gets_the_lambda_event_and_context_and_stays_warm() {
     let node = Node::start();
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: py
 functions:
   echo:
@@ -66,7 +90,7 @@ functions:
 "#,
         echo = native("python-echo"),
         http = native("python-http"),
-    ));
+    )));
     node.wisp_ok(&["deploy", &arg(&m)]);
 
     let first = invoke(&node, "echo", &json!({"hello": "world"}));
@@ -162,7 +186,7 @@ functions:
 #[test]
 fn node_async_callback_and_esm_handlers() {
     let node = Node::start();
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: js
 functions:
   async:
@@ -187,7 +211,7 @@ functions:
         c = native("node-callback"),
         e = native("node-esm"),
         h = native("node-http"),
-    ));
+    )));
     node.wisp_ok(&["deploy", &arg(&m)]);
 
     let first = invoke(&node, "async", &json!({"n": 1}));
@@ -232,7 +256,7 @@ functions:
 #[test]
 fn rust_provided_binary_built_with_lambda_runtime() {
     let node = Node::start();
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: rs
 functions:
   rusty:
@@ -243,7 +267,7 @@ functions:
       memory: 64MiB
 "#,
         dir = native("rust-provided"),
-    ));
+    )));
     // The deploy builds the crate for this host and packages the binary as `bootstrap`.
     node.wisp_ok(&["deploy", &arg(&m)]);
     let first = invoke(&node, "rusty", &json!({"k": "v"}));
@@ -277,7 +301,7 @@ functions:
 #[test]
 fn timeouts_memory_and_concurrency_are_per_instance() {
     let node = Node::start();
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: lim
 functions:
   slow:
@@ -290,7 +314,7 @@ functions:
       memory: 128MiB
 "#,
         echo = native("python-echo"),
-    ));
+    )));
     node.wisp_ok(&["deploy", &arg(&m)]);
     let warm = invoke(&node, "slow", &json!({}));
     assert_eq!(warm["count"], 1);
@@ -347,7 +371,7 @@ functions:
 #[test]
 fn a_timed_out_instance_is_replaced_by_a_fresh_one() {
     let node = Node::start();
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: lim
 functions:
   one:
@@ -359,7 +383,7 @@ functions:
       max_concurrency: 1
 "#,
         echo = native("python-echo"),
-    ));
+    )));
     node.wisp_ok(&["deploy", &arg(&m)]);
     let first = invoke(&node, "one", &json!({}));
     let timed_out = invoke_failing(&node, "one", &json!({"sleep_ms": 3000}));
@@ -423,7 +447,7 @@ fn ps() -> String {
 #[test]
 fn the_sandbox_denies_escapes() {
     let node = Node::start();
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: esc
 functions:
   escape:
@@ -440,7 +464,7 @@ functions:
 "#,
         esc = native("python-escape"),
         echo = native("python-echo"),
-    ));
+    )));
     node.wisp_ok(&["deploy", &arg(&m)]);
     let code_dirs: Vec<_> = std::fs::read_dir(node.data_dir.join("code"))
         .unwrap()
@@ -491,7 +515,7 @@ functions:
 #[test]
 fn init_errors_name_the_file_and_bad_dependencies_fail_the_deploy() {
     let node = Node::start();
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: bad
 functions:
   syntax:
@@ -515,7 +539,7 @@ functions:
         badhandler = native("python-badhandler"),
         echo = native("python-echo"),
         jssyntax = native("node-syntax"),
-    ));
+    )));
     node.wisp_ok(&["deploy", &arg(&m)]);
     let e = invoke_failing(&node, "syntax", &json!({}));
     let msg = e["error"].as_str().unwrap();
@@ -543,7 +567,7 @@ functions:
 
     // Dependencies are installed at deploy time; one that does not exist fails the deploy
     // with pip's own message.
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: deps
 functions:
   deps:
@@ -552,7 +576,7 @@ functions:
     handler: app.handler
 "#,
         deps = native("python-deps"),
-    ));
+    )));
     let out = node.wisp(&["deploy", &arg(&m)]);
     assert!(
         out.status.success(),
@@ -566,7 +590,7 @@ functions:
     );
     let ok = invoke(&node, "deps", &json!({}));
     assert!(!ok.is_null());
-    let m = manifest(&format!(
+    let m = manifest(&with_host_runtimes(&format!(
         r#"app: baddeps
 functions:
   baddeps:
@@ -575,7 +599,7 @@ functions:
     handler: app.handler
 "#,
         dir = native("python-baddep"),
-    ));
+    )));
     let err = node.wisp_err(&["deploy", &arg(&m)]);
     assert!(err.contains("pip install -r requirements.txt"), "{err}");
     assert!(
