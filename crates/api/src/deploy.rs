@@ -173,6 +173,34 @@ pub fn validate(
     Ok(())
 }
 
+/// Reserved concurrency is set aside from the node's memory budget: all of it, after this
+/// deploy, must fit.
+fn check_reservations(
+    req: &DeployRequest,
+    deployed: &[wisp_core::Function],
+    budget_mb: u64,
+) -> Result<(), ApiError> {
+    let held = |spec: &FunctionSpec| {
+        u64::from(spec.limits.reserved_concurrency) * (spec.limits.memory_bytes / (1024 * 1024))
+    };
+    let staying = deployed.iter().filter(|f| {
+        let replaced = req.functions.iter().any(|n| n.name == f.name);
+        let pruned = req.prune && f.app == req.app;
+        !replaced && !pruned
+    });
+    let total: u64 =
+        req.functions.iter().map(held).sum::<u64>() + staying.map(|f| held(&f.active)).sum::<u64>();
+    if total > budget_mb {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "reserved concurrency would set aside {total} MiB (reserved_concurrency × memory, over all functions), more than the node's memory budget of {budget_mb} MiB: lower `limits.reserved_concurrency` or start the node with a larger `--memory-budget`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A function that cannot serve on this node (a runtime it lacks, a bundle without its
 /// `bootstrap`) is the deploy's fault (422); anything else is the node's (500).
 pub fn prepare_error(e: RegistryError) -> ApiError {
@@ -195,11 +223,13 @@ pub async fn deploy(
 ) -> Result<Json<DeployResponse>, ApiError> {
     let _guard = state.change_lock.lock().await;
     let store = state.invoker.store().clone();
+    let budget_mb = state.invoker.capacity().budget_mb();
     let req = blocking(move || {
         let deployed = store.functions()?;
         validate(&req, &deployed, |sha| {
             store.has_artifact(sha).unwrap_or(false)
         })?;
+        check_reservations(&req, &deployed, budget_mb)?;
         Ok(req)
     })
     .await?;

@@ -297,7 +297,7 @@ pub async fn invoke(
         })
         .await
         .map_err(|e| match e {
-            InvokeError::Throttled { .. } => {
+            InvokeError::Throttled { .. } | InvokeError::NodeFull { .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             }
             InvokeError::Unavailable { .. } => {

@@ -10,8 +10,21 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Largest request body accepted, in bytes. Larger requests get 413.
     pub max_body_bytes: u64,
-    /// Invocations of this function that may run at once. Beyond it callers get 429.
+    /// Invocations of this function that may run at once. Beyond it callers wait in a
+    /// bounded queue, then get 429.
     pub max_concurrency: u32,
+    /// Concurrency set aside for this function on the node: other functions cannot take
+    /// it, and it is also the function's maximum (as on Lambda). 0: none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reserved_concurrency: u32,
+    /// Instances kept initialised at all times, started before the first call and
+    /// re-created when one dies. 0: none (instances start on demand).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub provisioned_concurrency: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Limits {
@@ -40,7 +53,26 @@ impl Limits {
         if self.max_concurrency == 0 || self.max_concurrency > Self::MAX_MAX_CONCURRENCY {
             return Err(LimitsError::Concurrency(self.max_concurrency));
         }
+        if self.reserved_concurrency > Self::MAX_MAX_CONCURRENCY {
+            return Err(LimitsError::Reserved(self.reserved_concurrency));
+        }
+        if self.provisioned_concurrency > self.concurrency() {
+            return Err(LimitsError::Provisioned {
+                provisioned: self.provisioned_concurrency,
+                max: self.concurrency(),
+            });
+        }
         Ok(())
+    }
+
+    /// How many invocations may run at once: the reservation if there is one, else
+    /// `max_concurrency`.
+    pub fn concurrency(&self) -> u32 {
+        if self.reserved_concurrency > 0 {
+            self.reserved_concurrency
+        } else {
+            self.max_concurrency
+        }
     }
 }
 
@@ -51,6 +83,8 @@ impl Default for Limits {
             memory_bytes: Self::DEFAULT_MEMORY_BYTES,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
+            reserved_concurrency: 0,
+            provisioned_concurrency: 0,
         }
     }
 }
@@ -69,6 +103,12 @@ pub enum LimitsError {
     Body(u64),
     #[error("max_concurrency must be between 1 and 10000, got {0}")]
     Concurrency(u32),
+    #[error("reserved_concurrency must be at most 10000, got {0}")]
+    Reserved(u32),
+    #[error(
+        "provisioned_concurrency {provisioned} is more than the function may run at once ({max}): lower it, or raise max_concurrency / reserved_concurrency"
+    )]
+    Provisioned { provisioned: u32, max: u32 },
     #[error("`{0}` is not a duration: write a number with a unit, e.g. `500ms`, `10s` or `2m`")]
     BadDuration(String),
     #[error("`{0}` is not a size: write a number with a unit, e.g. `512KiB`, `128MiB` or `1GiB`")]
@@ -153,6 +193,33 @@ mod tests {
         assert_eq!(parse_byte_size("4096"), Ok(4096));
         assert!(parse_byte_size("12 parsecs").is_err());
         assert_eq!(ByteSize(128 * MIB).to_string(), "128MiB");
+    }
+
+    #[test]
+    fn reservations_cap_and_provisioning_fits() {
+        let l = Limits {
+            max_concurrency: 50,
+            reserved_concurrency: 5,
+            provisioned_concurrency: 5,
+            ..Limits::default()
+        };
+        assert_eq!(l.concurrency(), 5);
+        l.validate().unwrap();
+        let too_many = Limits {
+            provisioned_concurrency: 6,
+            ..l
+        };
+        assert!(matches!(
+            too_many.validate(),
+            Err(LimitsError::Provisioned { max: 5, .. })
+        ));
+        // Old specs without the new fields read back the same, and write the same.
+        let json = serde_json::to_string(&Limits::default()).unwrap();
+        assert!(!json.contains("reserved"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<Limits>(&json).unwrap(),
+            Limits::default()
+        );
     }
 
     #[test]

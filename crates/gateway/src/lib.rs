@@ -246,7 +246,7 @@ fn respond(
                 ),
             ),
         },
-        Err(e @ InvokeError::Throttled { .. }) => {
+        Err(e @ (InvokeError::Throttled { .. } | InvokeError::NodeFull { .. })) => {
             let mut resp = error_response(StatusCode::TOO_MANY_REQUESTS, request_id, e.to_string());
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -9,10 +9,12 @@
 //! crates do, and hand it an [`Invocation`].
 #![forbid(unsafe_code)]
 
+mod admission;
 mod logs;
 mod metrics;
 mod registry;
 
+pub use admission::{Capacity, Gate, QueueConfig, Refusal};
 pub use logs::{LogSink, Retention};
 pub use metrics::{FunctionMetrics, Metrics};
 pub use registry::{ActiveFunction, Registry};
@@ -62,9 +64,21 @@ pub struct Completed {
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error(
-        "function `{function}` is at its concurrency limit of {limit}; retry later or raise `limits.max_concurrency`"
+        "function `{function}` is at its concurrency limit of {limit} and no slot freed within {waited_ms} ms; retry later or raise `limits.max_concurrency`"
     )]
-    Throttled { function: String, limit: u32 },
+    Throttled {
+        function: String,
+        limit: u32,
+        waited_ms: u64,
+    },
+    #[error(
+        "the node is at capacity: running functions hold all {shared_mb} MiB of its shared memory budget ({budget_mb} MiB, less reservations); retry later, or raise `wisp up --memory-budget`"
+    )]
+    NodeFull {
+        function: String,
+        budget_mb: u64,
+        shared_mb: u64,
+    },
     #[error("function `{function}` could not be loaded: {message}")]
     Unavailable { function: String, message: String },
 }
@@ -99,6 +113,8 @@ pub struct Invoker {
     components: Mutex<HashMap<String, ComponentCell>>,
     logs: LogSink,
     metrics: Metrics,
+    capacity: Arc<Capacity>,
+    queue: QueueConfig,
     /// Invocations running on this node now.
     running: std::sync::atomic::AtomicU32,
 }
@@ -115,7 +131,11 @@ impl Invoker {
         let metrics = Metrics::new();
         let pools = |f: &Function| native_pool(native.as_ref(), &artifacts, f);
         let registry = Registry::build(&store.functions()?, None, &pools);
+        let capacity = Capacity::new(Capacity::default_budget_mb());
+        capacity.set_reserved_mb(registry.reserved_mb());
         Ok(Invoker {
+            capacity,
+            queue: QueueConfig::default(),
             executor,
             native,
             store,
@@ -134,6 +154,19 @@ impl Invoker {
 
     pub fn native(&self) -> Option<&Arc<NativeExecutor>> {
         self.native.as_ref()
+    }
+
+    /// Sets the node's memory budget (MiB) and how callers of a busy function queue.
+    pub fn with_scheduling(mut self, budget_mb: u64, queue: QueueConfig) -> Self {
+        let reserved = self.registry().reserved_mb();
+        self.capacity = Capacity::new(budget_mb);
+        self.capacity.set_reserved_mb(reserved);
+        self.queue = queue;
+        self
+    }
+
+    pub fn capacity(&self) -> &Arc<Capacity> {
+        &self.capacity
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -179,6 +212,7 @@ impl Invoker {
         }
         let pools = |f: &Function| native_pool(self.native.as_ref(), &self.artifacts, f);
         let registry = Registry::build(&functions, Some(&old), &pools);
+        self.capacity.set_reserved_mb(registry.reserved_mb());
         let live: std::collections::HashSet<&str> = functions
             .iter()
             .map(|f| f.active.artifact.as_str())
@@ -337,13 +371,36 @@ impl Invoker {
         let fm = f
             .metrics
             .get_or_init(|| self.metrics.function(f.name.as_str()));
-        let Ok(_permit) = f.concurrency.clone().try_acquire_owned() else {
-            fm.throttles.inc();
-            fm.invocation(inv.trigger, Outcome::Throttled).inc();
-            return Err(InvokeError::Throttled {
-                function: f.name.to_string(),
-                limit: f.spec.limits.max_concurrency,
-            });
+        let limits = &f.spec.limits;
+        let admitted = admission::admit(
+            &f.gate,
+            &self.capacity,
+            limits.reserved_concurrency > 0,
+            limits.memory_bytes / (1024 * 1024),
+            self.queue,
+        )
+        .await;
+        let _admission = match admitted {
+            Ok(a) => a,
+            Err(refusal) => {
+                fm.throttles.inc();
+                fm.invocation(inv.trigger, Outcome::Throttled).inc();
+                return Err(match refusal {
+                    Refusal::Function { limit, waited } => InvokeError::Throttled {
+                        function: f.name.to_string(),
+                        limit,
+                        waited_ms: waited.as_millis() as u64,
+                    },
+                    Refusal::Node {
+                        budget_mb,
+                        shared_mb,
+                    } => InvokeError::NodeFull {
+                        function: f.name.to_string(),
+                        budget_mb,
+                        shared_mb,
+                    },
+                });
+            }
         };
         let _running = Running::start(fm, &self.running);
         let concurrency = self.running.load(std::sync::atomic::Ordering::Relaxed);

@@ -1,8 +1,8 @@
+use crate::admission::Gate;
 use crate::metrics::FunctionMetrics;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use tokio::sync::Semaphore;
 use wisp_core::{Function, FunctionName, FunctionSpec, RouteTable};
 use wisp_executor::WarmPool;
 use wisp_native::NativePool;
@@ -16,9 +16,9 @@ pub struct ActiveFunction {
     pub spec: FunctionSpec,
     /// The spec's env, ready to hand to the executor.
     pub env: Vec<(String, String)>,
-    /// Shared across versions while `max_concurrency` is unchanged, so a redeploy does not
-    /// double the function's concurrency.
-    pub concurrency: Arc<Semaphore>,
+    /// The function's concurrency gate and queue. Shared across versions while its
+    /// concurrency is unchanged, so a redeploy does not double it.
+    pub gate: Arc<Gate>,
     /// Warm instances, for a version with `instance_reuse`; kept while the version serves.
     pub warm: Option<Arc<WarmPool>>,
     /// The instances of a native function's version; kept while the version serves, and
@@ -49,12 +49,12 @@ impl Registry {
             let same_version = previous
                 .and_then(|p| p.functions.get(&f.name))
                 .filter(|old| old.version == f.active_version && old.spec == f.active);
-            let max = f.active.limits.max_concurrency;
-            let concurrency = previous
+            let max = f.active.limits.concurrency();
+            let gate = previous
                 .and_then(|p| p.functions.get(&f.name))
-                .filter(|old| old.spec.limits.max_concurrency == max)
-                .map(|old| old.concurrency.clone())
-                .unwrap_or_else(|| Arc::new(Semaphore::new(max as usize)));
+                .filter(|old| old.spec.limits.concurrency() == max)
+                .map(|old| old.gate.clone())
+                .unwrap_or_else(|| Arc::new(Gate::new(max)));
             let warm = f.active.instance_reuse.then(|| {
                 previous
                     .and_then(|p| p.functions.get(&f.name))
@@ -73,7 +73,7 @@ impl Registry {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                concurrency,
+                gate,
                 warm,
                 native: match same_version.and_then(|old| old.native.clone()) {
                     Some(pool) => Some(pool),
@@ -99,6 +99,21 @@ impl Registry {
 
     pub fn function(&self, name: &FunctionName) -> Option<&Arc<ActiveFunction>> {
         self.functions.get(name)
+    }
+
+    /// Memory set aside by reserved concurrency, in MiB.
+    pub fn reserved_mb(&self) -> u64 {
+        self.functions
+            .values()
+            .map(|f| {
+                u64::from(f.spec.limits.reserved_concurrency)
+                    * (f.spec.limits.memory_bytes / (1024 * 1024))
+            })
+            .sum()
+    }
+
+    pub fn functions(&self) -> impl Iterator<Item = &Arc<ActiveFunction>> {
+        self.functions.values()
     }
 
     pub fn routes(&self) -> &RouteTable<Arc<ActiveFunction>> {

@@ -51,13 +51,25 @@ const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("vars", "env"),
 ];
 
-const LIMIT_FIELDS: &[&str] = &["timeout", "memory", "max_body", "max_concurrency"];
+const LIMIT_FIELDS: &[&str] = &[
+    "timeout",
+    "memory",
+    "max_body",
+    "max_concurrency",
+    "reserved_concurrency",
+    "provisioned_concurrency",
+];
 const LIMIT_ALIASES: &[(&str, &str)] = &[
     ("mem", "memory"),
     ("body", "max_body"),
     ("body_size", "max_body"),
     ("body_limit", "max_body"),
     ("concurrency_limit", "max_concurrency"),
+    ("concurrency", "max_concurrency"),
+    ("reserved", "reserved_concurrency"),
+    ("provisioned", "provisioned_concurrency"),
+    ("min_instances", "provisioned_concurrency"),
+    ("warm_instances", "provisioned_concurrency"),
     ("time_limit", "timeout"),
 ];
 
@@ -947,38 +959,44 @@ impl<'a> Checker<'a> {
             defaults.max_concurrency.to_string(),
         )?;
         let range = format!("between 1 and {}", Limits::MAX_MAX_CONCURRENCY);
-        if let Some((pos, text, node)) = &concurrency {
-            let field = join(path, "max_concurrency");
-            limits.max_concurrency = match &node.kind {
+        // A whole-number limit, or an error that says how to write it.
+        let whole = |name: &str, pos: Pos, text: &str, node: &Node| -> Result<u32> {
+            let field = join(path, name);
+            match &node.kind {
                 Kind::Int(n) => u32::try_from(*n).map_err(|_| {
                     self.err(
-                        *pos,
+                        pos,
                         &field,
-                        format!(
-                            "max_concurrency `{text}` is out of range: use a whole number {range}"
-                        ),
+                        format!("{name} `{text}` is out of range: use a whole number {range}"),
                     )
-                })?,
-                Kind::Str(s) if s.trim().parse::<u64>().is_ok() => {
-                    return Err(self.err(
-                        *pos,
-                        &field,
-                        format!(
-                            "max_concurrency must be a number, not a string: write it without quotes, `max_concurrency: {}`",
-                            s.trim()
-                        ),
-                    ));
-                }
-                _ => {
-                    return Err(self.err(
-                        *pos,
-                        &field,
-                        format!(
-                            "max_concurrency `{text}` is not a whole number: write a number {range}, e.g. `max_concurrency: 100`"
-                        ),
-                    ));
-                }
-            };
+                }),
+                Kind::Str(s) if s.trim().parse::<u64>().is_ok() => Err(self.err(
+                    pos,
+                    &field,
+                    format!(
+                        "{name} must be a number, not a string: write it without quotes, `{name}: {}`",
+                        s.trim()
+                    ),
+                )),
+                _ => Err(self.err(
+                    pos,
+                    &field,
+                    format!(
+                        "{name} `{text}` is not a whole number: write a number {range}, e.g. `{name}: 10`"
+                    ),
+                )),
+            }
+        };
+        if let Some((pos, text, node)) = &concurrency {
+            limits.max_concurrency = whole("max_concurrency", *pos, text, node)?;
+        }
+        let reserved = scalar("reserved_concurrency", "10", "none".into())?;
+        if let Some((pos, text, node)) = &reserved {
+            limits.reserved_concurrency = whole("reserved_concurrency", *pos, text, node)?;
+        }
+        let provisioned = scalar("provisioned_concurrency", "2", "none".into())?;
+        if let Some((pos, text, node)) = &provisioned {
+            limits.provisioned_concurrency = whole("provisioned_concurrency", *pos, text, node)?;
         }
 
         limits.validate().map_err(|e| {
@@ -1009,6 +1027,18 @@ impl<'a> Checker<'a> {
                     "max_concurrency",
                     &concurrency,
                     format!("use a whole number {range}"),
+                ),
+                LimitsError::Reserved(_) => (
+                    "reserved_concurrency",
+                    &reserved,
+                    format!("use a whole number up to {}", Limits::MAX_MAX_CONCURRENCY),
+                ),
+                LimitsError::Provisioned { max, .. } => (
+                    "provisioned_concurrency",
+                    &provisioned,
+                    format!(
+                        "it cannot be more than the function may run at once ({max}): lower it, or raise max_concurrency"
+                    ),
                 ),
                 other => return self.err(at(k, v), path, other.to_string()),
             };

@@ -98,6 +98,7 @@ fn parses_a_full_manifest() {
             memory_bytes: 64 * 1024 * 1024,
             max_body_bytes: 1024 * 1024,
             max_concurrency: 5,
+            ..Limits::default()
         }
     );
 

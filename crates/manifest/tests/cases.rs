@@ -31,6 +31,14 @@ fn render(path: &Path, cases: &Path) -> String {
                     f.limits.max_concurrency
                 )
                 .unwrap();
+                if f.limits.reserved_concurrency > 0 || f.limits.provisioned_concurrency > 0 {
+                    writeln!(
+                        s,
+                        "  reserved_concurrency {}, provisioned_concurrency {}",
+                        f.limits.reserved_concurrency, f.limits.provisioned_concurrency
+                    )
+                    .unwrap();
+                }
                 if let Some(n) = &f.native {
                     writeln!(
                         s,

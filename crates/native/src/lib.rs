@@ -185,13 +185,20 @@ impl NativeExecutor {
             f: function,
             idle: Mutex::new(Vec::new()),
             live: AtomicU32::new(0),
+            busy: AtomicU32::new(0),
             cold_starts: AtomicU64::new(0),
+            maintaining: std::sync::atomic::AtomicBool::new(false),
         });
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         pools.retain(|p| p.strong_count() > 0);
         pools.push(Arc::downgrade(&pool));
         drop(pools);
         self.start_reaper();
+        if pool.f.limits.provisioned_concurrency > 0
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(pool.clone().maintain());
+        }
         pool
     }
 
@@ -216,6 +223,9 @@ impl NativeExecutor {
                         .collect();
                     for p in pools {
                         p.reap(exec.config.keep_alive);
+                        if p.f.limits.provisioned_concurrency > 0 {
+                            tokio::spawn(p.maintain());
+                        }
                     }
                 }
             });
@@ -285,7 +295,11 @@ pub struct NativePool {
     /// Idle instances, the most recently used last (reused first: it is the warmest).
     idle: Mutex<Vec<Instance>>,
     live: AtomicU32,
+    /// Instances serving an invocation now.
+    busy: AtomicU32,
     cold_starts: AtomicU64,
+    /// A `maintain` is running (one at a time).
+    maintaining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for NativePool {
@@ -295,6 +309,14 @@ impl std::fmt::Debug for NativePool {
             .field("version", &self.f.version)
             .field("live", &self.live.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+struct BusyGuard<'a>(&'a AtomicU32);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -412,17 +434,74 @@ impl NativePool {
         self.cold_starts.load(Ordering::Relaxed)
     }
 
-    /// Stops idle instances that have waited longer than `keep_alive`, and forgets dead ones.
+    /// Instances serving an invocation now.
+    pub fn busy(&self) -> u32 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Stops idle instances that have waited longer than `keep_alive`, and forgets dead
+    /// ones; keeps the provisioned ones (the most recently used) whatever their idle time.
     pub fn reap(&self, keep_alive: Duration) {
         let stale: Vec<Instance> = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let (keep, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
+            let alive: Vec<Instance> = std::mem::take(&mut *idle)
                 .into_iter()
-                .partition(|i| !i.is_gone() && i.idle_since.elapsed() < keep_alive);
+                .filter(|i| !i.is_gone())
+                .collect();
+            let keep_min =
+                (self.f.limits.provisioned_concurrency).saturating_sub(self.busy()) as usize;
+            // Most recently used last: those are kept for the provisioned minimum.
+            let n = alive.len();
+            let (mut keep, mut stale) = (Vec::new(), Vec::new());
+            for (i, inst) in alive.into_iter().enumerate() {
+                let provisioned = i + keep_min >= n;
+                if provisioned || inst.idle_since.elapsed() < keep_alive {
+                    keep.push(inst);
+                } else {
+                    stale.push(inst);
+                }
+            }
             *idle = keep;
             stale
         };
         drop(stale);
+    }
+
+    /// Starts instances until `provisioned_concurrency` are alive, each through its init,
+    /// so that calls find them warm. A runtime that fails to start is retried at the next
+    /// reaper tick, not in a tight loop.
+    pub async fn maintain(self: Arc<Self>) {
+        let want = self.f.limits.provisioned_concurrency;
+        if want == 0 || self.maintaining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        while self.instances() < want {
+            let mut inst = match self.start().await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(function = %self.f.name, "starting a provisioned instance: {}", e.message);
+                    break;
+                }
+            };
+            let ready = match inst.init.take() {
+                None => true,
+                Some(init) => tokio::select! {
+                    r = init => matches!(r, Ok(Ok(()))),
+                    _ = inst.wait_gone() => false,
+                    _ = tokio::time::sleep(INIT_TIMEOUT) => false,
+                },
+            };
+            if !ready {
+                tracing::warn!(function = %self.f.name, "a provisioned instance failed to initialise; retrying in a second");
+                break;
+            }
+            inst.idle_since = Instant::now();
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(inst);
+        }
+        self.maintaining.store(false, Ordering::Release);
     }
 
     /// Stops every idle instance now.
@@ -592,6 +671,8 @@ impl NativePool {
 
     /// Runs one invocation on an idle instance, or on a new one.
     pub async fn invoke(self: &Arc<Self>, req: NativeRequest) -> NativeResult {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let _busy = BusyGuard(&self.busy);
         let mut inst = match self.take_idle() {
             Some(i) => i,
             None => match self.start().await {

@@ -44,6 +44,18 @@ pub struct Up {
     /// default: AWS Lambda's published prices and free tier).
     #[arg(long, value_name = "FILE")]
     pub price_sheet: Option<PathBuf>,
+    /// The node's capacity: memory that running invocations may hold at once, each its
+    /// function's `memory` (e.g. `8GiB`; default 90% of the machine's memory). Reserved
+    /// concurrency is set aside from it.
+    #[arg(long, value_parser = parse_size)]
+    pub memory_budget: Option<u64>,
+    /// How long a call may wait for a busy function (at its concurrency limit, or the node
+    /// at capacity) before it gets 429.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub queue_wait: Duration,
+    /// How many calls may wait per function; more get 429 at once.
+    #[arg(long, default_value_t = 1000)]
+    pub queue_depth: u32,
     /// How long an idle native instance (a runtime process) is kept before it is stopped.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub native_keep_alive: Duration,
@@ -203,13 +215,19 @@ impl Up {
         })?);
         let logs = LogSink::start(store.clone(), Retention::default());
         let native = start_native(&self)?;
-        let invoker = Arc::new(Invoker::new(
-            executor,
-            Some(native),
-            store,
-            artifacts,
-            logs.clone(),
-        )?);
+        let budget_mb = self
+            .memory_budget
+            .map(|b| b / (1024 * 1024))
+            .unwrap_or_else(wisp_invoker::Capacity::default_budget_mb);
+        let invoker = Arc::new(
+            Invoker::new(executor, Some(native), store, artifacts, logs.clone())?.with_scheduling(
+                budget_mb,
+                wisp_invoker::QueueConfig {
+                    wait: self.queue_wait,
+                    depth: self.queue_depth,
+                },
+            ),
+        );
 
         let http = bind(self.http, "function gateway", "--http").await?;
         let api = bind(self.api, "platform API", "--api").await?;

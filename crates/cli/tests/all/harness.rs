@@ -61,6 +61,15 @@ impl Node {
         n
     }
 
+    /// Starts a node with a fresh data directory and extra `wisp up` flags.
+    pub fn start_args(extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Node::start_with(&dir, extra);
+        n._tmp = Some(tmp);
+        n
+    }
+
     /// Starts a node on an existing data directory (e.g. after a restart).
     pub fn start_in(data_dir: &Path) -> Node {
         Node::start_with(data_dir, &[])
@@ -120,6 +129,23 @@ impl Node {
             _tmp: None,
             stdout: rx,
             stderr_path,
+        }
+    }
+
+    /// A handle on a node another `Node` runs, for API calls from another thread (it does
+    /// not own the process).
+    pub fn attach(api: &str, token: &str) -> Node {
+        let (_tx, rx) = mpsc::channel();
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::fs::write(dir.join("api-token"), token).unwrap();
+        Node {
+            child: None,
+            http: String::new(),
+            api: api.to_string(),
+            data_dir: dir.clone(),
+            _tmp: None,
+            stdout: rx,
+            stderr_path: dir.join("stderr"),
         }
     }
 
@@ -262,4 +288,62 @@ pub fn arg(dir: &tempfile::TempDir) -> String {
 /// The path of a fixture for a manifest's `source:`.
 pub fn src(name: &str) -> String {
     fixture(name).display().to_string()
+}
+
+/// The init (PID 1 inside) of each of this node's sandboxes, as host pids.
+pub fn sandbox_inits(node_pid: u32) -> Vec<u32> {
+    sandbox_inits_of(&process_table(), node_pid)
+}
+
+fn sandbox_inits_of(procs: &[(u32, u32, u64)], node_pid: u32) -> Vec<u32> {
+    procs
+        .iter()
+        .filter(|(_, ppid, uid)| *ppid == node_pid && *uid >= 1_000_000_000)
+        .map(|(pid, _, _)| *pid)
+        .collect()
+}
+
+/// (pid, parent pid, uid) of every process.
+fn process_table() -> Vec<(u32, u32, u64)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            Some((pid, field("PPid:")? as u32, field("Uid:")?))
+        })
+        .collect()
+}
+
+/// Processes in this node's sandboxes: its children running as a sandbox's host uid
+/// (1,000,000,000 and up) and their descendants.
+pub fn sandboxed_processes(node_pid: u32) -> usize {
+    let procs = process_table();
+    let mut inside = sandbox_inits_of(&procs, node_pid);
+    let mut i = 0;
+    while i < inside.len() {
+        let parent = inside[i];
+        inside.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
+        i += 1;
+    }
+    inside.len()
+}
+
+pub fn ps() -> String {
+    String::from_utf8_lossy(
+        &std::process::Command::new("ps")
+            .args(["-eo", "pid,uid,comm"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default(),
+    )
+    .into_owned()
 }

@@ -88,7 +88,8 @@ fn a_panic_gets_500_and_the_node_is_unaffected() {
 
 #[test]
 fn excess_concurrency_gets_429_and_nothing_hangs() {
-    let node = Node::start();
+    // Callers wait for a slot for at most 1 s, then get 429.
+    let node = Node::start_args(&["--queue-wait", "1s"]);
     deploy_limits_app(&node);
     let url = node.url("/slow?ms=2000");
     let started = Instant::now();

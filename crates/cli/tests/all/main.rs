@@ -12,4 +12,5 @@ mod logs;
 mod metrics;
 mod native;
 mod routing;
+mod scaling;
 mod usage;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// A fixture directory under `tests/native`.
-fn native(name: &str) -> String {
+pub fn native(name: &str) -> String {
     repo_root()
         .join("tests/native")
         .join(name)
@@ -16,7 +16,7 @@ fn native(name: &str) -> String {
 
 /// The manifest text with the runtimes this host has: the fixtures name python3.11 and
 /// nodejs20.x, which are replaced by the installed Python 3 and Node.js versions.
-fn with_host_runtimes(yaml: &str) -> String {
+pub fn with_host_runtimes(yaml: &str) -> String {
     static RUNTIMES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
     let (py, node) = RUNTIMES.get_or_init(|| {
         let out = |cmd: &str, args: &[&str]| {
@@ -40,7 +40,7 @@ fn with_host_runtimes(yaml: &str) -> String {
 
 /// Which instance answered: its log stream name is unique per instance (pids are not:
 /// each instance has its own PID namespace).
-fn instance(answer: &Value) -> String {
+pub fn instance(answer: &Value) -> String {
     let ctx = &answer["context"];
     ctx["log_stream_name"]
         .as_str()
@@ -398,50 +398,6 @@ functions:
     // runtime run as the sandboxes' unprivileged host uids.
     let node_pid = node.child.as_ref().unwrap().id();
     assert_eq!(sandboxed_processes(node_pid), 2, "{}", ps());
-}
-
-/// Processes in this node's sandboxes: its children running as a sandbox's host uid
-/// (1,000,000,000 and up) and their descendants.
-fn sandboxed_processes(node_pid: u32) -> usize {
-    let procs: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
-            Some((pid, field("PPid:")? as u32, field("Uid:")?))
-        })
-        .collect();
-    let mut inside: Vec<u32> = procs
-        .iter()
-        .filter(|(_, ppid, uid)| *ppid == node_pid && *uid >= 1_000_000_000)
-        .map(|(pid, _, _)| *pid)
-        .collect();
-    let mut i = 0;
-    while i < inside.len() {
-        let parent = inside[i];
-        inside.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
-        i += 1;
-    }
-    inside.len()
-}
-
-fn ps() -> String {
-    String::from_utf8_lossy(
-        &std::process::Command::new("ps")
-            .args(["-eo", "pid,uid,comm"])
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default(),
-    )
-    .into_owned()
 }
 
 #[test]

@@ -1,0 +1,251 @@
+//! Scaling: queueing before 429, reserved capacity, provisioned instances, scale to zero.
+
+use crate::harness::*;
+use crate::native::{instance, native, with_host_runtimes};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Calls `POST /v1/functions/{name}/invoke` from `n` threads at once; returns each
+/// caller's (HTTP status, envelope or error body).
+fn flood(node: &Node, name: &str, event: &Value, n: usize) -> Vec<(u16, Value)> {
+    let url = format!("{}/v1/functions/{name}/invoke", node.api);
+    let token = node.token();
+    let body = event.to_string();
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, token, body) = (url.clone(), token.clone(), body.clone());
+            std::thread::spawn(move || {
+                let r = client()
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .body(body)
+                    .send()
+                    .expect("no request may hang or fail to answer");
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().unwrap_or(Value::Null))
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// The function's answer inside an invoke envelope.
+fn answer(envelope: &Value) -> Value {
+    serde_json::from_str(envelope["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_burst_beyond_max_concurrency_queues_then_gets_429_and_never_hangs() {
+    let node = Node::start_args(&["--queue-wait", "1s"]);
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: burst
+functions:
+  slow:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    limits:
+      max_concurrency: 10
+      timeout: 10s
+"#,
+        echo = native("python-echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let started = Instant::now();
+    let results = flood(&node, "slow", &json!({"sleep_ms": 400}), 200);
+    let took = started.elapsed();
+    let ok: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, v)| v)
+        .collect();
+    let throttled = results.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(ok.len() + throttled, 200, "only 200s and 429s: {results:?}");
+    assert!(ok.len() >= 10, "the first ten run at once: {}", ok.len());
+    assert!(
+        ok.len() > 10,
+        "queued calls run when a slot frees up, not only the first ten"
+    );
+    assert!(throttled > 0, "a queue wait of 1s cannot hold 200 × 400 ms");
+    let instances: std::collections::HashSet<String> =
+        ok.iter().map(|v| instance(&answer(v))).collect();
+    assert!(
+        instances.len() <= 10,
+        "at most max_concurrency instances: {}",
+        instances.len()
+    );
+    let refused = &results.iter().find(|(s, _)| *s == 429).unwrap().1;
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("concurrency limit of 10"),
+        "{refused}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn reserved_concurrency_holds_under_pressure_from_another_function() {
+    let node = Node::start_args(&["--memory-budget", "512MiB", "--queue-wait", "300ms"]);
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: shared
+functions:
+  vip:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    limits:
+      memory: 128MiB
+      reserved_concurrency: 2
+  noisy:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    limits:
+      memory: 128MiB
+"#,
+        echo = native("python-echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    // `noisy` may use 512 - 2 × 128 = 256 MiB: two at once.
+    let noisy = {
+        let (api, token) = (node.api.clone(), node.token());
+        std::thread::spawn(move || {
+            let n = Node::attach(&api, &token);
+            flood(&n, "noisy", &json!({"sleep_ms": 1500}), 8)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let vip = flood(&node, "vip", &json!({"sleep_ms": 100}), 2);
+    assert!(
+        vip.iter().all(|(s, _)| *s == 200),
+        "the reservation is the VIP's even with the node full: {vip:?}"
+    );
+    let noisy = noisy.join().unwrap();
+    let ok = noisy.iter().filter(|(s, _)| *s == 200).count();
+    let full: Vec<&Value> = noisy
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(ok, 2, "{noisy:?}");
+    assert_eq!(full.len(), 6, "{noisy:?}");
+    assert!(
+        full[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("node is at capacity"),
+        "{}",
+        full[0]
+    );
+    // Reservations beyond the node's budget are refused at deploy time.
+    let too_much = manifest(&with_host_runtimes(&format!(
+        r#"app: greedy
+functions:
+  greedy:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    limits:
+      memory: 128MiB
+      reserved_concurrency: 4
+"#,
+        echo = native("python-echo"),
+    )));
+    let err = node.wisp_err(&["deploy", &arg(&too_much)]);
+    assert!(err.contains("reserved"), "{err}");
+}
+
+#[test]
+fn idle_native_instances_stop_after_the_keep_alive() {
+    let mut node = Node::start_args(&["--native-keep-alive", "1s"]);
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: idle
+functions:
+  idle:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+"#,
+        echo = native("python-echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let out = node.wisp_ok(&["invoke", "idle", "-d", "{}"]);
+    assert!(out.contains("\"count\""), "{out}");
+    let pid = node.child.as_ref().unwrap().id();
+    assert_eq!(sandboxed_processes(pid), 2, "{}", ps());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandboxed_processes(pid) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sandboxed_processes(pid), 0, "scaled to zero: {}", ps());
+    // And back from zero: a cold start.
+    node.wisp_ok(&["invoke", "idle", "-d", "{}"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logs = loop {
+        // Log lines are written asynchronously: wait for the second invocation's.
+        let logs = node.wisp_ok(&["logs", "idle"]);
+        if logs.matches("REPORT").count() == 2 || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(logs.matches("Init Duration").count(), 2, "{logs}");
+    node.terminate();
+}
+
+#[test]
+fn provisioned_instances_are_ready_before_the_first_call_and_come_back_when_killed() {
+    let node = Node::start();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: prov
+functions:
+  ready:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    limits:
+      max_concurrency: 5
+      provisioned_concurrency: 2
+"#,
+        echo = native("python-echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let pid = node.child.as_ref().unwrap().id();
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while sandbox_inits(pid).len() != n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(sandbox_inits(pid).len(), n, "{}", ps());
+    };
+    // Two instances, before anyone called.
+    wait_for(2);
+    // Give them a moment to finish their init, then the first call is warm.
+    std::thread::sleep(Duration::from_millis(500));
+    node.wisp_ok(&["invoke", "ready", "-d", "{}"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logs = loop {
+        let logs = node.wisp_ok(&["logs", "ready"]);
+        if logs.contains("REPORT") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(logs.contains("REPORT"), "{logs}");
+    assert!(
+        !logs.contains("Init Duration"),
+        "a provisioned call is warm: {logs}"
+    );
+    // Kill one: it is replaced.
+    let victim = sandbox_inits(pid)[0];
+    let st = std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(200));
+    wait_for(2);
+    assert!(!sandbox_inits(pid).contains(&victim));
+}
