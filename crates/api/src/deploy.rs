@@ -175,7 +175,7 @@ pub fn validate(
 
 /// Reserved concurrency is set aside from the node's memory budget: all of it, after this
 /// deploy, must fit.
-fn check_reservations(
+pub fn check_reservations(
     req: &DeployRequest,
     deployed: &[wisp_core::Function],
     budget_mb: u64,

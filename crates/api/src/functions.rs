@@ -26,6 +26,19 @@ pub struct FunctionInfo {
     routes: Vec<RouteSpec>,
     limits: Limits,
     env: Vec<String>,
+    /// How the function is scaled now (absent when it is not in the live registry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scaling: Option<wisp_invoker::ScalingState>,
+}
+
+impl FunctionInfo {
+    fn live(f: Function, state: &ApiState) -> Self {
+        let scaling = state.invoker.scaling(&f.name);
+        FunctionInfo {
+            scaling,
+            ..FunctionInfo::from(f)
+        }
+    }
 }
 
 impl From<Function> for FunctionInfo {
@@ -46,6 +59,7 @@ impl From<Function> for FunctionInfo {
             limits: f.active.limits,
             // Names only: values may be secrets.
             env: f.active.env.into_keys().collect(),
+            scaling: None,
         }
     }
 }
@@ -53,7 +67,11 @@ impl From<Function> for FunctionInfo {
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<FunctionInfo>>, ApiError> {
     let store = state.invoker.store().clone();
     let fs = blocking(move || Ok(store.functions()?)).await?;
-    Ok(Json(fs.into_iter().map(FunctionInfo::from).collect()))
+    Ok(Json(
+        fs.into_iter()
+            .map(|f| FunctionInfo::live(f, &state))
+            .collect(),
+    ))
 }
 
 async fn load(state: &ApiState, name: &FunctionName) -> Result<Function, ApiError> {
@@ -73,7 +91,7 @@ pub async fn get_one(
     Path(name): Path<String>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
     let name = parse_name(&name)?;
-    Ok(Json(load(&state, &name).await?.into()))
+    Ok(Json(FunctionInfo::live(load(&state, &name).await?, &state)))
 }
 
 pub async fn remove(
@@ -350,4 +368,73 @@ pub async fn invoke(
         body_encoding,
         error: done.error,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub max_concurrency: Option<u32>,
+    pub reserved_concurrency: Option<u32>,
+    pub provisioned_concurrency: Option<u32>,
+}
+
+/// Changes a function's scaling limits: a new version with the same code, routes and env,
+/// which takes over atomically like a deploy (and can be rolled back like one).
+pub async fn scale(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(req): Json<ScaleRequest>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    let name = parse_name(&name)?;
+    if req.max_concurrency.is_none()
+        && req.reserved_concurrency.is_none()
+        && req.provisioned_concurrency.is_none()
+    {
+        return Err(ApiError::bad_request(
+            "nothing to change: give max_concurrency, reserved_concurrency or provisioned_concurrency",
+        ));
+    }
+    let _guard = state.change_lock.lock().await;
+    let f = load(&state, &name).await?;
+    let mut spec = f.active.clone();
+    if let Some(n) = req.max_concurrency {
+        spec.limits.max_concurrency = n;
+    }
+    if let Some(n) = req.reserved_concurrency {
+        spec.limits.reserved_concurrency = n;
+    }
+    if let Some(n) = req.provisioned_concurrency {
+        spec.limits.provisioned_concurrency = n;
+    }
+    spec.limits
+        .validate()
+        .map_err(|e| ApiError::bad_request(format!("function `{name}`: {e}")))?;
+    let deploy = crate::deploy::DeployRequest {
+        app: f.app.clone(),
+        functions: vec![spec],
+        prune: false,
+    };
+    let store = state.invoker.store().clone();
+    let budget_mb = state.invoker.capacity().budget_mb();
+    let deploy = blocking(move || {
+        let deployed = store.functions()?;
+        crate::deploy::check_reservations(&deploy, &deployed, budget_mb)?;
+        Ok(deploy)
+    })
+    .await?;
+    state
+        .invoker
+        .prepare(&deploy.functions)
+        .await
+        .map_err(crate::deploy::prepare_error)?;
+    let store = state.invoker.store().clone();
+    let n = name.clone();
+    let updated = blocking(move || {
+        store.deploy(&deploy.app, &deploy.functions, false)?;
+        Ok(store.function(&n)?)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("function `{name}` was removed meanwhile")))?;
+    state.invoker.reload().await.map_err(ApiError::internal)?;
+    Ok(Json(FunctionInfo::live(updated, &state)))
 }

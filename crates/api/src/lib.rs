@@ -41,6 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/functions/{name}/versions"),
     ("post", "/v1/functions/{name}/rollback"),
     ("post", "/v1/functions/{name}/invoke"),
+    ("post", "/v1/functions/{name}/scale"),
     ("get", "/v1/logs"),
     ("get", "/metrics"),
     ("get", "/v1/usage"),
@@ -92,6 +93,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/functions/{name}/versions", get(functions::versions))
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         .route("/v1/functions/{name}/invoke", post(functions::invoke))
+        .route("/v1/functions/{name}/scale", post(functions::scale))
         .route("/v1/logs", get(logs::logs))
         .route("/metrics", get(metrics))
         .route("/v1/usage", get(usage::usage))

@@ -33,6 +33,8 @@ enum Command {
     Logs(commands::logs::Logs),
     /// List the versions of a function.
     Versions(commands::versions::Versions),
+    /// Change how a function scales: max, reserved and provisioned concurrency.
+    Scale(commands::scale::Scale),
     /// Make an earlier (or later) version of a function serve traffic.
     Rollback(commands::rollback::Rollback),
     /// Remove a function: its routes stop answering at once.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
             Command::Logs(c) => c.execute().await,
             Command::Versions(c) => c.execute().await,
             Command::Rollback(c) => c.execute().await,
+            Command::Scale(c) => c.execute().await,
             Command::Rm(c) => c.execute().await,
             Command::Usage(c) => c.execute().await,
             Command::Cost(c) => c.execute().await,

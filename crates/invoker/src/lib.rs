@@ -12,11 +12,13 @@
 mod admission;
 mod logs;
 mod metrics;
+mod recent;
 mod registry;
 
 pub use admission::{Capacity, Gate, QueueConfig, Refusal};
 pub use logs::{LogSink, Retention};
 pub use metrics::{FunctionMetrics, Metrics};
+pub use recent::LastHour;
 pub use registry::{ActiveFunction, Registry};
 
 use bytes::Bytes;
@@ -43,6 +45,23 @@ pub struct Invocation {
     /// Client context for a native function (JSON, as Lambda's `ClientContext`), handed to
     /// the runtime in `Lambda-Runtime-Client-Context`.
     pub client_context: Option<String>,
+}
+
+/// A function's scaling as `wisp ls` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScalingState {
+    /// Invocations running now.
+    pub running: u32,
+    /// Callers waiting in the function's queue now.
+    pub queued: u32,
+    /// Native functions: runtime processes alive (busy or idle). WebAssembly instances are
+    /// made per request (or pooled warm), so there is no count to show.
+    pub instances: Option<u32>,
+    pub idle: Option<u32>,
+    pub max_concurrency: u32,
+    pub reserved_concurrency: u32,
+    pub provisioned_concurrency: u32,
+    pub last_hour: LastHour,
 }
 
 /// The address a request came from, put in the request's extensions by the gateway.
@@ -115,6 +134,7 @@ pub struct Invoker {
     metrics: Metrics,
     capacity: Arc<Capacity>,
     queue: QueueConfig,
+    recent: recent::Recent,
     /// Invocations running on this node now.
     running: std::sync::atomic::AtomicU32,
 }
@@ -136,6 +156,7 @@ impl Invoker {
         Ok(Invoker {
             capacity,
             queue: QueueConfig::default(),
+            recent: Default::default(),
             executor,
             native,
             store,
@@ -167,6 +188,27 @@ impl Invoker {
 
     pub fn capacity(&self) -> &Arc<Capacity> {
         &self.capacity
+    }
+
+    /// How a function is scaled right now: its instances, what runs and waits, and its
+    /// cold starts and throttles over the last hour.
+    pub fn scaling(&self, name: &FunctionName) -> Option<ScalingState> {
+        let f = self.function(name)?;
+        let limits = &f.spec.limits;
+        let (instances, idle) = match &f.native {
+            Some(pool) => (Some(pool.instances()), Some(pool.idle() as u32)),
+            None => (None, None),
+        };
+        Some(ScalingState {
+            running: f.gate.in_use(),
+            queued: f.gate.queued(),
+            instances,
+            idle,
+            max_concurrency: limits.concurrency(),
+            reserved_concurrency: limits.reserved_concurrency,
+            provisioned_concurrency: limits.provisioned_concurrency,
+            last_hour: self.recent.last_hour(name.as_str(), logs::now_ms()),
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -384,6 +426,7 @@ impl Invoker {
             Ok(a) => a,
             Err(refusal) => {
                 fm.throttles.inc();
+                self.recent.throttle(f.name.as_str(), logs::now_ms());
                 fm.invocation(inv.trigger, Outcome::Throttled).inc();
                 return Err(match refusal {
                     Refusal::Function { limit, waited } => InvokeError::Throttled {
@@ -424,6 +467,7 @@ impl Invoker {
             })?;
         let init_us = if cold {
             fm.cold_starts.inc();
+            self.recent.cold_start(f.name.as_str(), logs::now_ms());
             init_started.elapsed().as_micros() as u64
         } else {
             0
@@ -589,6 +633,7 @@ impl Invoker {
         let cold = result.init.is_some();
         if cold {
             fm.cold_starts.inc();
+            self.recent.cold_start(f.name.as_str(), start_ms);
         }
         let init_us = result.init.map(|d| d.as_micros() as u64).unwrap_or(0);
         fm.invocation(inv.trigger, result.outcome).inc();

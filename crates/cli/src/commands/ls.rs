@@ -3,7 +3,7 @@ use crate::output::{print_json, table};
 use anyhow::Result;
 use std::process::ExitCode;
 
-/// List deployed functions with their active version and routes.
+/// List deployed functions with their active version, runtime, scaling and routes.
 #[derive(clap::Args)]
 pub struct Ls {
     /// Print JSON instead of a table.
@@ -37,11 +37,30 @@ impl Ls {
                             .join(", ")
                     })
                     .unwrap_or_default();
+                let sc = &f["scaling"];
+                let instances = match (sc["instances"].as_u64(), sc["idle"].as_u64()) {
+                    (Some(n), Some(idle)) => format!("{n} ({idle} idle)"),
+                    _ => "-".into(),
+                };
+                let mut limit = sc["max_concurrency"].to_string();
+                if sc["reserved_concurrency"].as_u64().unwrap_or(0) > 0 {
+                    limit.push_str(" reserved");
+                }
+                if let Some(p) = sc["provisioned_concurrency"].as_u64().filter(|p| *p > 0) {
+                    limit.push_str(&format!(", {p} provisioned"));
+                }
                 vec![
                     f["name"].as_str().unwrap_or("").to_string(),
                     f["app"].as_str().unwrap_or("").to_string(),
                     format!("{}/{}", f["version"], f["latest_version"]),
                     f["runtime"].as_str().unwrap_or("wasm").to_string(),
+                    format!("{}/{limit}", sc["running"].as_u64().unwrap_or(0)),
+                    instances,
+                    format!(
+                        "{}/{}",
+                        sc["last_hour"]["cold_starts"].as_u64().unwrap_or(0),
+                        sc["last_hour"]["throttles"].as_u64().unwrap_or(0)
+                    ),
                     if routes.is_empty() {
                         "-".into()
                     } else {
@@ -50,7 +69,19 @@ impl Ls {
                 ]
             })
             .collect();
-        table(&["NAME", "APP", "VERSION", "RUNTIME", "ROUTES"], &rows);
+        table(
+            &[
+                "NAME",
+                "APP",
+                "VERSION",
+                "RUNTIME",
+                "RUNNING/MAX",
+                "INSTANCES",
+                "COLD/THROTTLED (1H)",
+                "ROUTES",
+            ],
+            &rows,
+        );
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -6,6 +6,7 @@ pub mod logs;
 pub mod ls;
 pub mod rm;
 pub mod rollback;
+pub mod scale;
 pub mod up;
 pub mod usage;
 pub mod versions;

@@ -249,3 +249,45 @@ functions:
     wait_for(2);
     assert!(!sandbox_inits(pid).contains(&victim));
 }
+
+#[test]
+fn wisp_scale_makes_a_version_and_ls_shows_scaling() {
+    let node = Node::start();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: sc
+functions:
+  api:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+"#,
+        echo = native("python-echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    node.wisp_ok(&["invoke", "api", "-d", "{}"]);
+    let ls: Value = serde_json::from_str(&node.wisp_ok(&["ls", "--json"])).unwrap();
+    let sc = &ls[0]["scaling"];
+    assert_eq!(sc["instances"], 1, "{sc}");
+    assert_eq!(sc["idle"], 1, "{sc}");
+    assert_eq!(sc["running"], 0, "{sc}");
+    assert_eq!(sc["last_hour"]["cold_starts"], 1, "{sc}");
+    assert_eq!(sc["max_concurrency"], 100, "{sc}");
+
+    let out = node.wisp_ok(&["scale", "api", "--max", "7", "--provisioned", "1", "--json"]);
+    let f: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(f["version"], 2);
+    assert_eq!(f["limits"]["max_concurrency"], 7);
+    assert_eq!(f["limits"]["provisioned_concurrency"], 1);
+    let table = node.wisp_ok(&["ls"]);
+    assert!(table.contains("RUNNING/MAX"), "{table}");
+    assert!(table.contains("0/7, 1 provisioned"), "{table}");
+    // Bad values are refused with the reason; nothing changes.
+    let err = node.wisp_err(&["scale", "api", "--provisioned", "8"]);
+    assert!(err.contains("provisioned_concurrency 8"), "{err}");
+    let err = node.wisp_err(&["scale", "api"]);
+    assert!(err.contains("nothing to change"), "{err}");
+    // Rolling back restores the old limits, like any version.
+    node.wisp_ok(&["rollback", "api", "--to", "1"]);
+    let ls: Value = serde_json::from_str(&node.wisp_ok(&["ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["limits"]["max_concurrency"], 100);
+}
