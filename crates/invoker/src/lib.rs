@@ -61,6 +61,9 @@ pub struct ScalingState {
     pub max_concurrency: u32,
     pub reserved_concurrency: u32,
     pub provisioned_concurrency: u32,
+    /// Native functions: idle times the adaptive keep-alive has learned from (kept across
+    /// versions and restarts).
+    pub idle_samples: Option<u64>,
     pub last_hour: LastHour,
 }
 
@@ -135,6 +138,9 @@ pub struct Invoker {
     capacity: Arc<Capacity>,
     queue: QueueConfig,
     recent: recent::Recent,
+    /// Functions' idle-time histograms (the adaptive keep-alive's memory), by function
+    /// name: loaded from the store at start, refreshed from the live pools, saved back.
+    histograms: Mutex<HashMap<String, wisp_scaling::IdleHistogram>>,
     /// Invocations running on this node now.
     running: std::sync::atomic::AtomicU32,
 }
@@ -149,7 +155,12 @@ impl Invoker {
         logs: LogSink,
     ) -> Result<Self, RegistryError> {
         let metrics = Metrics::new();
-        let pools = |f: &Function| native_pool(native.as_ref(), &artifacts, f);
+        let histograms: HashMap<String, wisp_scaling::IdleHistogram> = store
+            .idle_histograms()?
+            .into_iter()
+            .filter_map(|(f, json)| Some((f, serde_json::from_str(&json).ok()?)))
+            .collect();
+        let pools = |f: &Function| native_pool(native.as_ref(), &artifacts, &histograms, f);
         let registry = Registry::build(&store.functions()?, None, &pools);
         let capacity = Capacity::new(Capacity::default_budget_mb());
         capacity.set_reserved_mb(registry.reserved_mb());
@@ -157,6 +168,7 @@ impl Invoker {
             capacity,
             queue: QueueConfig::default(),
             recent: Default::default(),
+            histograms: Mutex::new(histograms),
             executor,
             native,
             store,
@@ -195,9 +207,13 @@ impl Invoker {
     pub fn scaling(&self, name: &FunctionName) -> Option<ScalingState> {
         let f = self.function(name)?;
         let limits = &f.spec.limits;
-        let (instances, idle) = match &f.native {
-            Some(pool) => (Some(pool.instances()), Some(pool.idle() as u32)),
-            None => (None, None),
+        let (instances, idle, idle_samples) = match &f.native {
+            Some(pool) => (
+                Some(pool.instances()),
+                Some(pool.idle() as u32),
+                Some(pool.histogram().samples()),
+            ),
+            None => (None, None, None),
         };
         Some(ScalingState {
             running: f.gate.in_use(),
@@ -207,6 +223,7 @@ impl Invoker {
             max_concurrency: limits.concurrency(),
             reserved_concurrency: limits.reserved_concurrency,
             provisioned_concurrency: limits.provisioned_concurrency,
+            idle_samples,
             last_hour: self.recent.last_hour(name.as_str(), logs::now_ms()),
         })
     }
@@ -252,7 +269,14 @@ impl Invoker {
                 self.prepare_one(&f.active).await?;
             }
         }
-        let pools = |f: &Function| native_pool(self.native.as_ref(), &self.artifacts, f);
+        self.collect_histograms(&old);
+        let histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let pools =
+            |f: &Function| native_pool(self.native.as_ref(), &self.artifacts, &histograms, f);
         let registry = Registry::build(&functions, Some(&old), &pools);
         self.capacity.set_reserved_mb(registry.reserved_mb());
         let live: std::collections::HashSet<&str> = functions
@@ -546,6 +570,53 @@ impl Invoker {
 }
 
 impl Invoker {
+    /// Copies the live pools' idle-time histograms into the invoker's map.
+    fn collect_histograms(&self, registry: &Registry) {
+        let mut map = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        for f in registry.functions() {
+            if let Some(pool) = &f.native {
+                map.insert(f.name.to_string(), pool.histogram());
+            }
+        }
+    }
+
+    /// Saves the functions' idle-time histograms to the store, so the adaptive keep-alive
+    /// remembers what it learned across restarts.
+    pub async fn save_histograms(&self) {
+        self.collect_histograms(&self.registry());
+        let rows: Vec<(String, String)> = self
+            .histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, h)| h.samples() > 0)
+            .filter_map(|(f, h)| Some((f.clone(), serde_json::to_string(h).ok()?)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let saved = tokio::task::spawn_blocking(move || store.put_idle_histograms(&rows)).await;
+        if let Ok(Err(e)) = saved {
+            tracing::warn!("saving idle-time histograms: {e}");
+        }
+    }
+
+    /// Background upkeep of the node: saves idle-time histograms every minute. Returns
+    /// when the invoker is dropped.
+    pub fn start_upkeep(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inv) = me.upgrade() else { break };
+                inv.save_histograms().await;
+            }
+        });
+    }
+
     /// A native function's invocation: the event is the request body for `wisp invoke`,
     /// and an API Gateway (payload 2.0) event for HTTP; the handler's result maps back.
     async fn invoke_native(
@@ -704,6 +775,7 @@ impl Invoker {
 fn native_pool(
     native: Option<&Arc<NativeExecutor>>,
     artifacts: &ArtifactDir,
+    histograms: &HashMap<String, wisp_scaling::IdleHistogram>,
     f: &Function,
 ) -> Option<Arc<NativePool>> {
     let spec = f.active.native.as_ref()?;
@@ -720,6 +792,7 @@ fn native_pool(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             code_dir: artifacts.code_dir(&f.active.artifact),
+            histogram: histograms.get(f.name.as_str()).cloned(),
         }),
     )
 }

@@ -6,9 +6,12 @@ use std::sync::Mutex;
 
 const WINDOW_MINUTES: i64 = 60;
 
+/// (minute since the epoch, cold starts, throttles), oldest first.
+type Minutes = VecDeque<(i64, u32, u32)>;
+
 #[derive(Debug, Default)]
 pub struct Recent {
-    by_function: Mutex<HashMap<String, VecDeque<(i64, u32, u32)>>>,
+    by_function: Mutex<HashMap<String, Minutes>>,
 }
 
 /// Counts over the last hour.

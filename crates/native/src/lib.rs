@@ -58,8 +58,9 @@ pub struct NativeConfig {
     pub runtime_dir: PathBuf,
     /// `AWS_REGION` as functions see it.
     pub region: String,
-    /// How long an idle instance is kept before it is stopped.
-    pub keep_alive: Duration,
+    /// How long an idle instance is kept, and when one is pre-warmed: adaptive (per
+    /// function, from its idle-time histogram) by default, or fixed.
+    pub keep_alive: wisp_scaling::Policy,
     /// Size of each instance's private `/tmp`.
     pub tmp_bytes: u64,
 }
@@ -69,7 +70,7 @@ impl NativeConfig {
         NativeConfig {
             runtime_dir: data_dir.join("runtimes"),
             region: "us-east-1".into(),
-            keep_alive: Duration::from_secs(300),
+            keep_alive: wisp_scaling::Policy::default(),
             tmp_bytes: 512 * 1024 * 1024,
         }
     }
@@ -83,6 +84,8 @@ pub struct NativeExecutor {
     pools: Mutex<Vec<Weak<NativePool>>>,
     seq: AtomicU64,
     reaper: std::sync::OnceLock<()>,
+    /// The monotonic clock keep-alive decisions use (milliseconds since this).
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for NativeExecutor {
@@ -117,7 +120,12 @@ impl NativeExecutor {
             pools: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
             reaper: std::sync::OnceLock::new(),
+            epoch: Instant::now(),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     pub fn sandboxes(&self) -> &Arc<Sandboxes> {
@@ -180,13 +188,21 @@ impl NativeExecutor {
 
     /// A pool for one function version. Its instances stop when it is dropped.
     pub fn pool(self: &Arc<Self>, function: NativeFunction) -> Arc<NativePool> {
+        let policy = self.config.keep_alive;
+        let tracker = match function.histogram.clone() {
+            Some(h) => wisp_scaling::Tracker::with_histogram(policy, h),
+            None => wisp_scaling::Tracker::new(policy),
+        };
         let pool = Arc::new(NativePool {
             exec: self.clone(),
+            tracker: Mutex::new(tracker),
+            prewarm: Mutex::new(None),
             f: function,
             idle: Mutex::new(Vec::new()),
             live: AtomicU32::new(0),
             busy: AtomicU32::new(0),
             cold_starts: AtomicU64::new(0),
+            prewarm_count: AtomicU64::new(0),
             maintaining: std::sync::atomic::AtomicBool::new(false),
         });
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,7 +218,8 @@ impl NativeExecutor {
         pool
     }
 
-    /// Stops idle instances past the keep-alive, once a second.
+    /// Stops idle instances past their keep-alive and starts provisioned and pre-warmed
+    /// ones, four times a second.
     fn start_reaper(self: &Arc<Self>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
@@ -210,7 +227,8 @@ impl NativeExecutor {
         self.reaper.get_or_init(|| {
             let exec = Arc::downgrade(self);
             handle.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                // Often enough that a pre-warm lands close to its time.
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tick.tick().await;
                     let Some(exec) = exec.upgrade() else { break };
@@ -221,9 +239,10 @@ impl NativeExecutor {
                         .iter()
                         .filter_map(Weak::upgrade)
                         .collect();
+                    let now = exec.now_ms();
                     for p in pools {
-                        p.reap(exec.config.keep_alive);
-                        if p.f.limits.provisioned_concurrency > 0 {
+                        p.reap(now);
+                        if p.needs_maintenance(now) {
                             tokio::spawn(p.maintain());
                         }
                     }
@@ -243,6 +262,8 @@ pub struct NativeFunction {
     pub env: Vec<(String, String)>,
     /// The unpacked code bundle on the host.
     pub code_dir: PathBuf,
+    /// The function's idle-time histogram so far (kept across versions and restarts).
+    pub histogram: Option<wisp_scaling::IdleHistogram>,
 }
 
 /// One invocation for a native function.
@@ -294,10 +315,17 @@ pub struct NativePool {
     f: NativeFunction,
     /// Idle instances, the most recently used last (reused first: it is the warmest).
     idle: Mutex<Vec<Instance>>,
+    /// Idle times and the keep-alive decisions made from them.
+    tracker: Mutex<wisp_scaling::Tracker>,
+    /// A pre-warm the policy asked for: start an instance at the first time (ms on the
+    /// executor's clock) and keep it until the second, unless a call comes first.
+    prewarm: Mutex<Option<(u64, u64)>>,
     live: AtomicU32,
     /// Instances serving an invocation now.
     busy: AtomicU32,
     cold_starts: AtomicU64,
+    /// Instances started ahead of calls (provisioned or pre-warmed).
+    prewarm_count: AtomicU64,
     /// A `maintain` is running (one at a time).
     maintaining: std::sync::atomic::AtomicBool,
 }
@@ -345,6 +373,8 @@ struct Instance {
     _kill: oneshot::Sender<()>,
     api: tokio::task::JoinHandle<()>,
     idle_since: Instant,
+    /// When this instance stops if it stays idle (ms on the executor's clock).
+    expires_at: u64,
     /// Counts the pool's live instances while it exists.
     _live: LiveGuard,
 }
@@ -439,9 +469,19 @@ impl NativePool {
         self.busy.load(Ordering::Relaxed)
     }
 
-    /// Stops idle instances that have waited longer than `keep_alive`, and forgets dead
-    /// ones; keeps the provisioned ones (the most recently used) whatever their idle time.
-    pub fn reap(&self, keep_alive: Duration) {
+    /// The function's idle-time histogram now (to persist it).
+    pub fn histogram(&self) -> wisp_scaling::IdleHistogram {
+        self.tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .histogram()
+            .clone()
+    }
+
+    /// Stops idle instances whose keep-alive has run out (as of `now_ms` on the executor's
+    /// clock), and forgets dead ones; keeps the provisioned ones (the most recently used)
+    /// whatever their keep-alive.
+    pub fn reap(&self, now_ms: u64) {
         let stale: Vec<Instance> = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let alive: Vec<Instance> = std::mem::take(&mut *idle)
@@ -455,7 +495,7 @@ impl NativePool {
             let (mut keep, mut stale) = (Vec::new(), Vec::new());
             for (i, inst) in alive.into_iter().enumerate() {
                 let provisioned = i + keep_min >= n;
-                if provisioned || inst.idle_since.elapsed() < keep_alive {
+                if provisioned || inst.expires_at > now_ms {
                     keep.push(inst);
                 } else {
                     stale.push(inst);
@@ -467,15 +507,38 @@ impl NativePool {
         drop(stale);
     }
 
+    fn needs_maintenance(&self, now_ms: u64) -> bool {
+        let prewarm_due = self
+            .prewarm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|(at, _)| at <= now_ms);
+        prewarm_due || self.instances() < self.f.limits.provisioned_concurrency
+    }
+
     /// Starts instances until `provisioned_concurrency` are alive, each through its init,
     /// so that calls find them warm. A runtime that fails to start is retried at the next
     /// reaper tick, not in a tight loop.
     pub async fn maintain(self: Arc<Self>) {
-        let want = self.f.limits.provisioned_concurrency;
-        if want == 0 || self.maintaining.swap(true, Ordering::AcqRel) {
+        if self.maintaining.swap(true, Ordering::AcqRel) {
             return;
         }
-        while self.instances() < want {
+        let want = self.f.limits.provisioned_concurrency;
+        // A pre-warm that is due starts one instance (if none is idle), kept until the
+        // end of the window the policy gave.
+        let now = self.exec.now_ms();
+        let due = {
+            let mut p = self.prewarm.lock().unwrap_or_else(|p| p.into_inner());
+            match *p {
+                Some((at, until)) if at <= now => {
+                    *p = None;
+                    (until > now).then_some(until)
+                }
+                _ => None,
+            }
+        };
+        let mut prewarm_until = due.filter(|_| self.idle() == 0);
+        while self.instances() < want || prewarm_until.is_some() {
             let mut inst = match self.start().await {
                 Ok(i) => i,
                 Err(e) => {
@@ -496,6 +559,8 @@ impl NativePool {
                 break;
             }
             inst.idle_since = Instant::now();
+            inst.expires_at = prewarm_until.take().unwrap_or(u64::MAX);
+            self.prewarm_count.fetch_add(1, Ordering::Relaxed);
             self.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -665,14 +730,59 @@ impl NativePool {
             _kill: kill_tx,
             api,
             idle_since: Instant::now(),
+            expires_at: u64::MAX,
             _live: live,
         })
+    }
+
+    /// Records the end of an invocation in the tracker and returns its keep-alive decision.
+    fn decide(&self, now: u64) -> wisp_scaling::Decision {
+        self.tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_end(now)
+    }
+
+    /// Gives an instance back after its invocation: kept warm for the policy's keep-alive,
+    /// or, when the policy expects the next call only later, stopped now and pre-warmed
+    /// shortly before (the hybrid-histogram policy's "unload, then load ahead").
+    fn release(&self, mut inst: Instance) {
+        let now = self.exec.now_ms();
+        let decision = self.decide(now);
+        if inst.is_gone() {
+            return;
+        }
+        let keep_for_provisioned = self.instances() <= self.f.limits.provisioned_concurrency;
+        if decision.prewarm_after > Duration::ZERO && !keep_for_provisioned {
+            *self.prewarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(decision.window_ms(now));
+            drop(inst); // stops the sandbox
+            return;
+        }
+        inst.idle_since = Instant::now();
+        inst.expires_at = now.saturating_add(decision.keep_alive.as_millis() as u64);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(inst);
+    }
+
+    /// Instances started ahead of calls so far (provisioned or pre-warmed).
+    pub fn prewarmed(&self) -> u64 {
+        self.prewarm_count.load(Ordering::Relaxed)
     }
 
     /// Runs one invocation on an idle instance, or on a new one.
     pub async fn invoke(self: &Arc<Self>, req: NativeRequest) -> NativeResult {
         self.busy.fetch_add(1, Ordering::Relaxed);
         let _busy = BusyGuard(&self.busy);
+        {
+            // A call before the pre-warm time makes the pre-warm moot.
+            *self.prewarm.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .on_start(self.exec.now_ms());
+        }
         let mut inst = match self.take_idle() {
             Some(i) => i,
             None => match self.start().await {
@@ -680,7 +790,10 @@ impl NativePool {
                     self.cold_starts.fetch_add(1, Ordering::Relaxed);
                     i
                 }
-                Err(e) => return NativeResult::failed(e, Outcome::Error),
+                Err(e) => {
+                    self.decide(self.exec.now_ms());
+                    return NativeResult::failed(e, Outcome::Error);
+                }
             },
         };
         let mut init_duration = None;
@@ -704,6 +817,7 @@ impl NativePool {
                 let _ = tokio::time::timeout(Duration::from_millis(200), inst.wait_gone()).await;
                 let logs = inst.output.take().await;
                 let stats = inst.stats().await;
+                self.decide(self.exec.now_ms());
                 return NativeResult {
                     logs,
                     init: init_duration,
@@ -771,17 +885,12 @@ impl NativePool {
                 result.error = Some(e);
                 if fatal {
                     // Killed on drop: the next call gets a fresh instance.
+                    self.decide(self.exec.now_ms());
                     return result;
                 }
             }
         }
-        if !inst.is_gone() {
-            inst.idle_since = Instant::now();
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(inst);
-        }
+        self.release(inst);
         result
     }
 }

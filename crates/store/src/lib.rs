@@ -122,4 +122,8 @@ pub trait Store: Send + Sync + 'static {
     fn append_usage(&self, records: &[UsageRecord]) -> Result<()>;
     /// Sums of the hourly aggregates from `since_ms` (rounded down to the hour) to now.
     fn usage(&self, since_ms: i64, by: UsageGroup) -> Result<Vec<UsageRow>>;
+    /// Saves functions' idle-time histograms (the adaptive keep-alive's memory), as JSON,
+    /// replacing earlier ones: they outlive restarts and versions.
+    fn put_idle_histograms(&self, histograms: &[(String, String)]) -> Result<()>;
+    fn idle_histograms(&self) -> Result<Vec<(String, String)>>;
 }

@@ -77,6 +77,11 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     peak_concurrency INTEGER NOT NULL,
     PRIMARY KEY (function, trigger, hour_ms)
 );
+CREATE TABLE IF NOT EXISTS idle_histograms (
+    function TEXT PRIMARY KEY,
+    histogram TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (ts_ms);
 "#;
@@ -399,6 +404,31 @@ impl Store for SqliteStore {
             lines.reverse();
         }
         Ok(lines)
+    }
+
+    fn put_idle_histograms(&self, histograms: &[(String, String)]) -> Result<()> {
+        let mut conn = self.logs_conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO idle_histograms (function, histogram, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (function) DO UPDATE SET histogram = ?2, updated_ms = ?3",
+            )?;
+            for (f, h) in histograms {
+                stmt.execute(rusqlite::params![f, h, now_ms()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn idle_histograms(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.logs_conn();
+        let mut stmt = conn.prepare("SELECT function, histogram FROM idle_histograms")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     fn append_usage(&self, records: &[UsageRecord]) -> Result<()> {

@@ -56,9 +56,11 @@ pub struct Up {
     /// How many calls may wait per function; more get 429 at once.
     #[arg(long, default_value_t = 1000)]
     pub queue_depth: u32,
-    /// How long an idle native instance (a runtime process) is kept before it is stopped.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub native_keep_alive: Duration,
+    /// How long an idle native instance (a runtime process) is kept, and whether one is
+    /// pre-warmed ahead of an expected call: `adaptive` (per function, from a histogram of
+    /// its idle times, kept across restarts), `fixed:10m`, or a duration (fixed).
+    #[arg(long, default_value = "adaptive", value_parser = parse_keep_alive)]
+    pub native_keep_alive: wisp_scaling::Policy,
     /// `AWS_REGION` as native functions see it.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -71,6 +73,15 @@ pub struct Up {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_keep_alive(s: &str) -> Result<wisp_scaling::Policy, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(wisp_scaling::Policy::Fixed { keep_alive: d });
+    }
+    let policy: wisp_scaling::Policy = s.parse()?;
+    policy.validate()?;
+    Ok(policy)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -229,6 +240,7 @@ impl Up {
             ),
         );
 
+        invoker.start_upkeep();
         let http = bind(self.http, "function gateway", "--http").await?;
         let api = bind(self.api, "platform API", "--api").await?;
         let http_addr = http.local_addr()?;
@@ -277,6 +289,7 @@ impl Up {
         let (g, a) = tokio::join!(gateway, api_server);
         g.context("gateway task")?.context("gateway")?;
         a.context("API task")?.context("platform API")?;
+        invoker.save_histograms().await;
         logs.flush().await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)

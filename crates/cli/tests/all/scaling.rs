@@ -291,3 +291,76 @@ functions:
     let ls: Value = serde_json::from_str(&node.wisp_ok(&["ls", "--json"])).unwrap();
     assert_eq!(ls[0]["limits"]["max_concurrency"], 100);
 }
+
+#[test]
+fn the_adaptive_keep_alive_stops_a_periodic_function_between_calls_and_prewarms_it() {
+    // Half-second bins so that a 3-second period is learned in seconds, not hours.
+    let node = Node::start_args(&[
+        "--native-keep-alive",
+        "adaptive:bin=500ms,range=1m,min_samples=3",
+    ]);
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: tick
+functions:
+  tick:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+"#,
+        echo = native("python-echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let pid = node.child.as_ref().unwrap().id();
+    let period = Duration::from_secs(3);
+    let start = Instant::now();
+    let mut between = Vec::new();
+    for k in 0..8u32 {
+        while start.elapsed() < period * k {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        node.wisp_ok(&["invoke", "tick", "-d", "{}"]);
+        std::thread::sleep(Duration::from_millis(800));
+        between.push(sandboxed_processes(pid));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logs = loop {
+        let logs = node.wisp_ok(&["logs", "tick", "-n", "1000"]);
+        if logs.matches("REPORT").count() == 8 || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let reports: Vec<&str> = logs.lines().filter(|l| l.contains("REPORT")).collect();
+    assert_eq!(reports.len(), 8, "{logs}");
+    // Once learned (after min_samples idle times), the instance is stopped right after
+    // each call and started again shortly before the next one: no process in between,
+    // and the calls are warm.
+    assert_eq!(
+        between[5..].iter().sum::<usize>(),
+        0,
+        "no instance between calls once the period is learned: {between:?}"
+    );
+    // What was learned survives a restart.
+    let ls: Value = serde_json::from_str(&node.wisp_ok(&["ls", "--json"])).unwrap();
+    let learned = ls[0]["scaling"]["idle_samples"].as_u64().unwrap();
+    assert!(learned >= 5, "{ls}");
+    let mut node = node;
+    assert!(node.terminate().success());
+    let again = Node::start_with(
+        &node.data_dir,
+        &[
+            "--native-keep-alive",
+            "adaptive:bin=500ms,range=1m,min_samples=3",
+        ],
+    );
+    let ls: Value = serde_json::from_str(&again.wisp_ok(&["ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["scaling"]["idle_samples"], learned, "{ls}");
+    let cold_late = reports[5..]
+        .iter()
+        .filter(|r| r.contains("Init Duration"))
+        .count();
+    assert!(
+        cold_late <= 1,
+        "pre-warmed calls are warm: {cold_late} of the last 3 were cold\n{logs}"
+    );
+}
