@@ -207,6 +207,10 @@ pub struct InvokeQuery {
     method: Option<String>,
     /// Path and query of the request the function receives (default `/`).
     path: Option<String>,
+    /// Run it later, from the durable event store: answer 202 with the event id once the
+    /// event is stored (as `X-Amz-Invocation-Type: Event` does).
+    #[serde(default, rename = "async")]
+    asynchronous: bool,
 }
 
 #[derive(Serialize)]
@@ -232,13 +236,23 @@ pub async fn invoke(
     Query(q): Query<InvokeQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<InvokeResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let name = parse_name(&name)?;
     let Some(function) = state.invoker.function(&name) else {
         return Err(ApiError::not_found(format!(
             "function `{name}` not found: `wisp ls` lists the deployed functions"
         )));
     };
+    let event_header = headers
+        .get("x-amz-invocation-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("event"));
+    if q.asynchronous || event_header {
+        return enqueue(&state, &name, &function, &headers, body)
+            .await
+            .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)).into_response());
+    }
     if body.len() as u64 > function.spec.limits.max_body_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -367,7 +381,8 @@ pub async fn invoke(
         body,
         body_encoding,
         error: done.error,
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -437,4 +452,183 @@ pub async fn scale(
     .ok_or_else(|| ApiError::not_found(format!("function `{name}` was removed meanwhile")))?;
     state.invoker.reload().await.map_err(ApiError::internal)?;
     Ok(Json(FunctionInfo::live(updated, &state)))
+}
+
+#[derive(Serialize)]
+pub struct Accepted {
+    event_id: String,
+    function: String,
+}
+
+/// Stores an asynchronous invocation durably; it runs from the event store (retried on
+/// failure, dead-lettered after its retries).
+async fn enqueue(
+    state: &ApiState,
+    name: &FunctionName,
+    function: &wisp_invoker::ActiveFunction,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Accepted, ApiError> {
+    let Some(events) = &state.events else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no event store: asynchronous invocations are off",
+        ));
+    };
+    let payload: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    let opts = wisp_events::EnqueueOptions {
+        // Longer than one attempt may take, so a running attempt is never delivered twice.
+        lease: Some(
+            std::time::Duration::from_millis(function.spec.limits.timeout_ms)
+                + std::time::Duration::from_secs(60),
+        ),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        ..Default::default()
+    };
+    let id = events
+        .enqueue_invocation(name.as_str(), payload, opts)
+        .await
+        .map_err(|e| match e {
+            wisp_events::EventError::InvalidOption(m) => ApiError::bad_request(m),
+            other => ApiError::internal(other),
+        })?;
+    Ok(Accepted {
+        event_id: id.to_string(),
+        function: name.to_string(),
+    })
+}
+
+#[derive(Serialize)]
+pub struct DeadLetterInfo {
+    event_id: String,
+    function: String,
+    reason: String,
+    error: Option<String>,
+    attempts: u32,
+    enqueued_at: String,
+    dead_at: String,
+    /// The event as it was sent (UTF-8), or base64.
+    payload: String,
+    payload_encoding: &'static str,
+}
+
+impl From<wisp_events::DeadLetter> for DeadLetterInfo {
+    fn from(d: wisp_events::DeadLetter) -> Self {
+        let (payload, payload_encoding) = match String::from_utf8(d.payload) {
+            Ok(s) => (s, "utf8"),
+            Err(e) => (
+                base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+                "base64",
+            ),
+        };
+        DeadLetterInfo {
+            event_id: d.id.to_string(),
+            function: d.function,
+            reason: d.reason.as_str().to_string(),
+            error: d.last_error,
+            attempts: d.attempts,
+            enqueued_at: d.enqueued_at.to_string(),
+            dead_at: d.dead_at.to_string(),
+            payload,
+            payload_encoding,
+        }
+    }
+}
+
+fn event_store(state: &ApiState) -> Result<&wisp_events::EventStore, ApiError> {
+    state.events.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no event store: asynchronous invocations are off",
+        )
+    })
+}
+
+/// A function's dead-letter queue: its async events that ran out of retries or age.
+pub async fn dlq(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<DeadLetterInfo>>, ApiError> {
+    let name = parse_name(&name)?;
+    let list = event_store(&state)?
+        .dlq_list(name.as_str())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(list.into_iter().map(DeadLetterInfo::from).collect()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Only these events (default: the whole dead-letter queue).
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+}
+
+/// Sends dead-lettered events back to run again, with fresh retries.
+pub async fn redrive(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Option<Json<RedriveRequest>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let which = match req.ids {
+        None => wisp_events::Redrive::All,
+        Some(ids) => wisp_events::Redrive::Ids(
+            ids.iter()
+                .map(|i| {
+                    i.parse().map_err(|_| {
+                        ApiError::bad_request(format!("`{i}` is not an event id (a UUID)"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let n = event_store(&state)?
+        .redrive(name.as_str(), which)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        serde_json::json!({ "function": name.to_string(), "redriven": n }),
+    ))
+}
+
+/// The state of one asynchronous invocation.
+pub async fn event(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: wisp_events::EventId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not an event id (a UUID)")))?;
+    let store = event_store(&state)?;
+    if let Some(dead) = store.dlq_get(id).await.map_err(ApiError::internal)? {
+        let mut v = serde_json::to_value(DeadLetterInfo::from(dead)).map_err(ApiError::internal)?;
+        v["state"] = "dead".into();
+        return Ok(Json(v));
+    }
+    let Some(info) = store.get(id).await.map_err(ApiError::internal)? else {
+        return Err(ApiError::not_found(format!(
+            "no event {id}: it never existed, or it succeeded and was forgotten"
+        )));
+    };
+    let state_name = match info.state {
+        wisp_events::EventState::Pending => "pending",
+        wisp_events::EventState::InFlight => "in_flight",
+        wisp_events::EventState::Succeeded => "succeeded",
+        wisp_events::EventState::Dead(_) => "dead",
+    };
+    Ok(Json(serde_json::json!({
+        "event_id": info.id.to_string(),
+        "function": info.function,
+        "state": state_name,
+        "attempts": info.attempts,
+        "enqueued_at": info.enqueued_at.to_string(),
+        "due_at": info.due_at.to_string(),
+        "error": info.last_error,
+    })))
 }

@@ -42,6 +42,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/functions/{name}/rollback"),
     ("post", "/v1/functions/{name}/invoke"),
     ("post", "/v1/functions/{name}/scale"),
+    ("get", "/v1/functions/{name}/dlq"),
+    ("post", "/v1/functions/{name}/dlq/redrive"),
+    ("get", "/v1/events/{id}"),
     ("get", "/v1/logs"),
     ("get", "/metrics"),
     ("get", "/v1/usage"),
@@ -59,6 +62,8 @@ pub struct ApiState {
     change_lock: Arc<tokio::sync::Mutex<()>>,
     /// Prices for `GET /v1/cost`.
     pub prices: wisp_core::PriceSheet,
+    /// The durable event store for asynchronous invocations, when the node has one.
+    pub events: Option<wisp_events::EventStore>,
 }
 
 impl ApiState {
@@ -68,7 +73,13 @@ impl ApiState {
             token: token.into(),
             change_lock: Arc::default(),
             prices: wisp_core::PriceSheet::default(),
+            events: None,
         }
+    }
+
+    pub fn with_events(mut self, events: wisp_events::EventStore) -> Self {
+        self.events = Some(events);
+        self
     }
 
     pub fn with_prices(mut self, prices: wisp_core::PriceSheet) -> Self {
@@ -94,6 +105,9 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         .route("/v1/functions/{name}/invoke", post(functions::invoke))
         .route("/v1/functions/{name}/scale", post(functions::scale))
+        .route("/v1/functions/{name}/dlq", get(functions::dlq))
+        .route("/v1/functions/{name}/dlq/redrive", post(functions::redrive))
+        .route("/v1/events/{id}", get(functions::event))
         .route("/v1/logs", get(logs::logs))
         .route("/metrics", get(metrics))
         .route("/v1/usage", get(usage::usage))

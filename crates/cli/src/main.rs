@@ -29,6 +29,10 @@ enum Command {
     Ls(commands::ls::Ls),
     /// Invoke a function with a payload and print its response.
     Invoke(commands::invoke::Invoke),
+    /// A function's dead-letter queue: ls, show, redrive.
+    Dlq(commands::dlq::Dlq),
+    /// The state of an asynchronous invocation (`wisp invoke --async`).
+    Events(commands::dlq::Events),
     /// Show a function's log lines (-f to follow).
     Logs(commands::logs::Logs),
     /// List the versions of a function.
@@ -74,6 +78,8 @@ fn main() -> ExitCode {
             Command::Ls(c) => c.execute().await,
             Command::Invoke(c) => c.execute().await,
             Command::Logs(c) => c.execute().await,
+            Command::Dlq(c) => c.execute().await,
+            Command::Events(c) => c.execute().await,
             Command::Versions(c) => c.execute().await,
             Command::Rollback(c) => c.execute().await,
             Command::Scale(c) => c.execute().await,

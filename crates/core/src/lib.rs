@@ -74,6 +74,8 @@ pub enum Trigger {
     Http,
     /// `wisp invoke` / `POST /v1/functions/{name}/invoke`.
     Api,
+    /// An asynchronous invocation (`wisp invoke --async`), run from the durable event store.
+    Async,
 }
 
 impl Trigger {
@@ -81,6 +83,7 @@ impl Trigger {
         match self {
             Trigger::Http => "http",
             Trigger::Api => "api",
+            Trigger::Async => "async",
         }
     }
 }

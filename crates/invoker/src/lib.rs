@@ -570,6 +570,74 @@ impl Invoker {
 }
 
 impl Invoker {
+    /// Runs one delivery of an asynchronous invocation from the event store, and says how
+    /// it went so the store can retry or dead-letter it. The event id is the request id of
+    /// every attempt (as on Lambda), and the trace of the call that enqueued it continues.
+    pub async fn run_event(&self, event: &wisp_events::Claimed) -> wisp_events::InvokeOutcome {
+        use wisp_events::InvokeOutcome;
+        let Ok(name) = FunctionName::new(event.function.clone()) else {
+            return InvokeOutcome::Failure {
+                error: format!("`{}` is not a function name", event.function),
+                response: None,
+            };
+        };
+        let Some(function) = self.function(&name) else {
+            return InvokeOutcome::Failure {
+                error: format!("function `{name}` is not deployed (any more)"),
+                response: None,
+            };
+        };
+        let request_id = event.id.to_string();
+        let mut req = http::Request::post("http://localhost/")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Bytes::from(event.payload.clone()))
+            .expect("a valid request");
+        if let Some(tp) = event
+            .traceparent
+            .as_deref()
+            .and_then(|t| http::HeaderValue::from_str(t).ok())
+        {
+            req.headers_mut().insert("traceparent", tp);
+        }
+        let trace_id = set_context_headers(req.headers_mut(), &request_id, None, &[]);
+        let done = self
+            .invoke(Invocation {
+                function,
+                trigger: Trigger::Async,
+                request_id,
+                trace_id,
+                request: req,
+                client_context: None,
+            })
+            .await;
+        match done {
+            Ok(c) => {
+                let status = c.response.as_ref().map(|r| r.status().as_u16());
+                let body = c.response.map(|r| r.into_body().to_vec());
+                match (c.outcome, status) {
+                    (Outcome::Success, Some(s)) if s < 500 => InvokeOutcome::Success {
+                        response: body.unwrap_or_default(),
+                    },
+                    (Outcome::Success, Some(s)) => InvokeOutcome::Failure {
+                        error: format!("the function answered {s}"),
+                        response: body,
+                    },
+                    (outcome, _) => InvokeOutcome::Failure {
+                        error: c.error.unwrap_or_else(|| format!("{outcome:?}")),
+                        response: body,
+                    },
+                }
+            }
+            Err(InvokeError::Throttled { .. } | InvokeError::NodeFull { .. }) => {
+                InvokeOutcome::Throttled
+            }
+            Err(e @ InvokeError::Unavailable { .. }) => InvokeOutcome::Failure {
+                error: e.to_string(),
+                response: None,
+            },
+        }
+    }
+
     /// Copies the live pools' idle-time histograms into the invoker's map.
     fn collect_histograms(&self, registry: &Registry) {
         let mut map = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
@@ -657,7 +725,7 @@ impl Invoker {
                 };
                 Bytes::from(wisp_native::apigw::event(&inv.request, &ctx).to_string())
             }
-            Trigger::Api => {
+            Trigger::Api | Trigger::Async => {
                 let body = inv.request.body();
                 if body.is_empty() {
                     Bytes::from_static(b"{}")
@@ -736,7 +804,7 @@ impl Invoker {
                     None
                 }
             },
-            (Some(payload), Trigger::Api) => {
+            (Some(payload), Trigger::Api | Trigger::Async) => {
                 let mut r = http::Response::new(payload.clone());
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,

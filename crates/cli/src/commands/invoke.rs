@@ -23,6 +23,10 @@ pub struct Invoke {
     /// Print the whole result (status, headers, body, duration, request id) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Do not wait: store the event durably and print its id; it runs from the node's
+    /// event store, retried twice on failure, then dead-lettered (`wisp dlq ls NAME`).
+    #[arg(long = "async")]
+    pub asynchronous: bool,
     /// Client context for a native function (a JSON object, Lambda's `ClientContext`:
     /// `custom`, `env`, `client`).
     #[arg(long, value_name = "JSON")]
@@ -53,6 +57,7 @@ impl Invoke {
             .query(&[
                 ("method", self.method.as_str()),
                 ("path", self.path.as_str()),
+                ("async", if self.asynchronous { "true" } else { "false" }),
             ])
             .body(body);
         if let Some(cc) = &self.client_context {
@@ -66,6 +71,19 @@ impl Invoke {
         }
         let resp = client.send(req).await?;
         let result: serde_json::Value = resp.json().await.context("reading the API's answer")?;
+        if self.asynchronous {
+            if self.json {
+                print_json(&result)?;
+            } else {
+                println!("{}", result["event_id"].as_str().unwrap_or(""));
+                eprintln!(
+                    "accepted: `{}` runs it from the event store (`wisp events {}` shows how it went)",
+                    self.name,
+                    result["event_id"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         let status = result["status"].as_u64().unwrap_or(500);
         let failed = result["outcome"] != "success" || status >= 400;
         if self.json {

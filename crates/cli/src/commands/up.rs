@@ -253,8 +253,33 @@ impl Up {
             wait(shutdown.clone()),
             self.shutdown_grace,
         ));
+        // Asynchronous invocations: durable events, run by a dispatcher through the same
+        // invoker, retried and dead-lettered by the store.
+        let events = wisp_events::EventStore::open(
+            self.data_dir.join("events.db"),
+            Arc::new(wisp_events::SystemClock),
+            wisp_events::StoreConfig::default(),
+        )
+        .map_err(|e| anyhow::anyhow!("opening the event store: {e}"))?;
+        let dispatcher = {
+            let invoker = invoker.clone();
+            let invoke: wisp_events::InvokeFn = Arc::new(move |event| {
+                let invoker = invoker.clone();
+                Box::pin(async move { invoker.run_event(&event).await })
+            });
+            tokio::spawn(
+                wisp_events::Dispatcher::new(
+                    events.clone(),
+                    invoke,
+                    wisp_events::DispatcherConfig::default(),
+                )
+                .run(wait(shutdown.clone())),
+            )
+        };
         let app = wisp_api::app(
-            wisp_api::ApiState::new(invoker.clone(), token.clone()).with_prices(prices),
+            wisp_api::ApiState::new(invoker.clone(), token.clone())
+                .with_prices(prices)
+                .with_events(events),
         );
         let api_shutdown = shutdown.clone();
         let api_server = tokio::spawn(async move {
@@ -286,7 +311,7 @@ impl Up {
             let _ = std::io::stdout().flush();
         }
 
-        let (g, a) = tokio::join!(gateway, api_server);
+        let (g, a, _) = tokio::join!(gateway, api_server, dispatcher);
         g.context("gateway task")?.context("gateway")?;
         a.context("API task")?.context("platform API")?;
         invoker.save_histograms().await;

@@ -6,6 +6,7 @@ mod harness;
 
 mod deploy;
 mod errors;
+mod events;
 mod lifecycle;
 mod limits;
 mod logs;

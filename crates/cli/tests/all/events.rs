@@ -1,0 +1,213 @@
+//! Asynchronous invocations: durable, retried, dead-lettered, redriven; none lost when
+//! the node is killed.
+
+use crate::harness::*;
+use crate::native::{native, with_host_runtimes};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn invoke_async(node: &Node, name: &str, event: &Value) -> String {
+    let out = node.wisp_ok(&["invoke", name, "--async", "-d", &event.to_string()]);
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 36, "an event id: {out:?}");
+    id
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn failing_async_events_are_retried_twice_then_dead_lettered_and_redrive_runs_them_again() {
+    let node = Node::start();
+    let yaml = |dir: &str| {
+        with_host_runtimes(&format!(
+            r#"app: async
+functions:
+  flaky:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+"#
+        ))
+    };
+    let m = manifest(&yaml(&native("python-echo")));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let ok = invoke_async(&node, "flaky", &json!({"hello": 1}));
+    let bad = invoke_async(&node, "flaky", &json!({"fail": "boom"}));
+    let done = wait_until("the good event to succeed", Duration::from_secs(20), || {
+        let v: Value = serde_json::from_str(&node.wisp_ok(&["events", &ok])).ok()?;
+        (v["state"] == "succeeded").then_some(v)
+    });
+    assert_eq!(done["attempts"], 1, "{done}");
+    // 1 attempt + 2 retries (backoff about 1 s, then about 2 s), then the DLQ.
+    let dead = wait_until("the bad event in the DLQ", Duration::from_secs(30), || {
+        let list: Vec<Value> =
+            serde_json::from_str(&node.wisp_ok(&["dlq", "ls", "flaky", "--json"])).ok()?;
+        list.into_iter().next()
+    });
+    assert_eq!(dead["event_id"], bad.as_str());
+    assert_eq!(dead["attempts"], 3, "{dead}");
+    assert_eq!(dead["reason"], "RetriesExhausted");
+    assert!(dead["error"].as_str().unwrap().contains("boom"), "{dead}");
+    assert_eq!(dead["payload"], r#"{"fail":"boom"}"#);
+    // Each attempt ran under the event's id as request id.
+    let logs = node.wisp_ok(&["logs", "flaky", "--request-id", &bad]);
+    assert_eq!(logs.matches("START RequestId").count(), 3, "{logs}");
+    let text = node.wisp_ok(&["dlq", "ls", "flaky"]);
+    assert!(
+        text.contains(&bad) && text.contains("RetriesExhausted"),
+        "{text}"
+    );
+
+    // Fix the function, then redrive: the event runs again and succeeds.
+    let fixed = manifest(&yaml(&native("python-hello")));
+    node.wisp_ok(&["deploy", &arg(&fixed)]);
+    let out = node.wisp(&["dlq", "redrive", "flaky"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 event(s)"));
+    wait_until(
+        "the redriven event to succeed",
+        Duration::from_secs(20),
+        || {
+            let v: Value = serde_json::from_str(&node.wisp_ok(&["events", &bad])).ok()?;
+            (v["state"] == "succeeded").then_some(())
+        },
+    );
+    assert_eq!(node.wisp_ok(&["dlq", "ls", "flaky", "--json"]).trim(), "[]");
+    let err = node.wisp_err(&["events", "not-a-uuid"]);
+    assert!(err.contains("not an event id"), "{err}");
+}
+
+/// A Redis command over RESP; returns the integer reply.
+fn redis(cmd: &[&str]) -> i64 {
+    let mut s = std::net::TcpStream::connect("127.0.0.1:6379").expect("redis on 6379");
+    let mut out = format!("*{}\r\n", cmd.len());
+    for a in cmd {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(out.as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    // `:N` (an integer) or `$len\r\nN` (a bulk string, e.g. GET of a counter).
+    let value = match reply.strip_prefix('$') {
+        Some(bulk) => bulk.split("\r\n").nth(1).unwrap_or(""),
+        None => reply.trim().trim_start_matches(':'),
+    };
+    value
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("redis said {reply:?}"))
+}
+
+#[test]
+fn ten_thousand_accepted_events_survive_a_sigkill_of_the_node() {
+    let mut node = Node::start();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: durable
+functions:
+  counter:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    network: true
+    limits:
+      max_concurrency: 8
+"#,
+        dir = native("python-redis-counter"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let key = format!("wisp-test-{}-{}", std::process::id(), rand_id());
+    let url = format!("{}/v1/functions/counter/invoke?async=true", node.api);
+    let token = node.token();
+    const N: usize = 10_000;
+    const SENDERS: usize = 8;
+    // Senders post events until the node dies under them; each remembers what was
+    // accepted (202: stored durably).
+    let killer_at = N / 2;
+    let accepted_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|t| {
+            let (url, token, key) = (url.clone(), token.clone(), key.clone());
+            let count = accepted_count.clone();
+            std::thread::spawn(move || {
+                let c = client();
+                let mut accepted = Vec::new();
+                for n in (t..N).step_by(SENDERS) {
+                    let r = c
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .body(json!({"key": key, "n": n}).to_string())
+                        .send();
+                    match r {
+                        Ok(r) if r.status() == 202 => {
+                            accepted.push(n);
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(r) => panic!("unexpected {}", r.status()),
+                        Err(_) => break, // the node is gone
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    wait_until("half the events accepted", Duration::from_secs(120), || {
+        (accepted_count.load(std::sync::atomic::Ordering::Relaxed) >= killer_at).then_some(())
+    });
+    node.kill9();
+    let accepted: Vec<usize> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    assert!(accepted.len() >= killer_at, "{}", accepted.len());
+    let processed_before = redis(&["SCARD", &key]);
+    assert!(
+        (processed_before as usize) < accepted.len(),
+        "the kill should interrupt processing ({processed_before} of {})",
+        accepted.len()
+    );
+    // Restart on the same data: every accepted event is delivered.
+    let node = Node::start_in(&node.data_dir);
+    let distinct = wait_until(
+        "every accepted event processed",
+        Duration::from_secs(300),
+        || {
+            let n = redis(&["SCARD", &key]);
+            (n as usize >= accepted.len()).then_some(n)
+        },
+    );
+    let deliveries = redis(&["GET", &format!("{key}:deliveries")]);
+    eprintln!(
+        "accepted {} events; processed {} distinct ({} before the kill) in {} deliveries: {} duplicates",
+        accepted.len(),
+        distinct,
+        processed_before,
+        deliveries,
+        deliveries - distinct
+    );
+    assert_eq!(
+        distinct as usize,
+        accepted.len(),
+        "none lost, none invented"
+    );
+    assert!(deliveries >= distinct);
+    drop(node);
+    redis(&["DEL", &key, &format!("{key}:deliveries")]);
+}
+
+fn rand_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}

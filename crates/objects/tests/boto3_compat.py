@@ -1,0 +1,210 @@
+"""boto3 and the aws CLI against a Wisp object store.
+
+Run by tests/boto3.rs with WISP_S3_ENDPOINT, AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY set; WISP_AWS_CLI names the `aws` program when there is one.
+Exits non-zero on the first failed check.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+import boto3
+import botocore
+import botocore.httpchecksum
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ENDPOINT = os.environ["WISP_S3_ENDPOINT"]
+CLI = os.environ.get("WISP_AWS_CLI", "")
+MiB = 1024 * 1024
+
+
+def client(**overrides):
+    config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+    kwargs = dict(endpoint_url=ENDPOINT, region_name="us-east-1", config=config)
+    kwargs.update(overrides)
+    return boto3.client("s3", **kwargs)
+
+
+def error_code(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError(f"{fn.__name__} did not fail")
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok - {what}")
+
+
+s3 = client()
+print(f"boto3 {boto3.__version__}, botocore {botocore.__version__}")
+
+s3.create_bucket(Bucket="boto")
+check(error_code(s3.create_bucket, Bucket="boto") == "BucketAlreadyOwnedByYou", "create twice: 409")
+check("boto" in [b["Name"] for b in s3.list_buckets()["Buckets"]], "list_buckets")
+s3.head_bucket(Bucket="boto")
+
+# Put / get / head, metadata and content type (botocore adds a CRC32 by default).
+s3.put_object(Bucket="boto", Key="dir/hello world.txt", Body=b"hello, world",
+              ContentType="text/plain", Metadata={"colour": "blue"})
+got = s3.get_object(Bucket="boto", Key="dir/hello world.txt")
+check(got["Body"].read() == b"hello, world", "get_object body")
+check(got["ContentType"] == "text/plain", "content type")
+check(got["Metadata"] == {"colour": "blue"}, "user metadata")
+head = s3.head_object(Bucket="boto", Key="dir/hello world.txt")
+check(head["ContentLength"] == 12, "head_object length")
+check(head["ETag"] == '"%s"' % hashlib.md5(b"hello, world").hexdigest(), "etag is the md5")
+part = s3.get_object(Bucket="boto", Key="dir/hello world.txt", Range="bytes=7-11")
+check(part["Body"].read() == b"world" and part["ContentRange"] == "bytes 7-11/12", "range get")
+check(error_code(s3.get_object, Bucket="boto", Key="missing") == "NoSuchKey", "missing key: NoSuchKey")
+check(error_code(s3.get_object, Bucket="nobucket", Key="k") == "NoSuchBucket", "missing bucket")
+
+# Checksums: sent by botocore, stored, returned and validated on GET.
+for algorithm in ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME"):
+    try:
+        s3.put_object(Bucket="boto", Key=f"sum/{algorithm}", Body=b"checksummed " * 1000,
+                      ChecksumAlgorithm=algorithm)
+    except botocore.exceptions.MissingDependencyException:
+        print(f"skip - {algorithm} needs awscrt")
+        continue
+    got = s3.get_object(Bucket="boto", Key=f"sum/{algorithm}", ChecksumMode="ENABLED")
+    check(got["Body"].read() == b"checksummed " * 1000, f"{algorithm} object reads back")
+    check(f"Checksum{algorithm}" in got, f"{algorithm} checksum returned")
+
+# botocore's aws-chunked body with a checksum trailer (what it sends over HTTPS):
+# make it believe the endpoint is HTTPS when choosing where the checksum goes.
+real_urlparse = botocore.httpchecksum.urlparse
+
+
+class _Https:
+    scheme = "https"
+
+
+botocore.httpchecksum.urlparse = lambda url: _Https()
+try:
+    trailer_client = client()
+    seen = {}
+
+    def capture(request, **_):
+        seen["sha"] = request.headers.get("x-amz-content-sha256")
+        seen["enc"] = request.headers.get("Content-Encoding")
+
+    trailer_client.meta.events.register("before-send.s3.PutObject", capture)
+    body = os.urandom(3 * MiB + 17)
+    trailer_client.put_object(Bucket="boto", Key="trailer", Body=body)
+    check(seen.get("sha", b"") in (b"STREAMING-UNSIGNED-PAYLOAD-TRAILER", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+          "botocore sent STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    got = s3.get_object(Bucket="boto", Key="trailer", ChecksumMode="ENABLED")
+    check(got["Body"].read() == body, "aws-chunked trailer upload reads back")
+    check("ChecksumCRC32" in got, "trailer checksum stored")
+finally:
+    botocore.httpchecksum.urlparse = real_urlparse
+
+# Multipart via upload_file with a small threshold, then download_file.
+with tempfile.TemporaryDirectory() as tmp:
+    src = os.path.join(tmp, "big.bin")
+    data = os.urandom(12 * MiB + 1234)
+    with open(src, "wb") as f:
+        f.write(data)
+    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2)
+    s3.upload_file(src, "boto", "big/file.bin", Config=config)
+    head = s3.head_object(Bucket="boto", Key="big/file.bin")
+    check(head["ETag"].endswith('-3"'), f"multipart etag {head['ETag']}")
+    check(head["ContentLength"] == len(data), "multipart size")
+    dst = os.path.join(tmp, "back.bin")
+    s3.download_file("boto", "big/file.bin", dst, Config=config)
+    with open(dst, "rb") as f:
+        check(hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest(), "download_file round trip")
+
+# Listing with prefix, delimiter and pagination.
+for i in range(7):
+    s3.put_object(Bucket="boto", Key=f"list/{i}", Body=b"x")
+s3.put_object(Bucket="boto", Key="list/sub/a", Body=b"x")
+s3.put_object(Bucket="boto", Key="list/sp ace+plus", Body=b"x")
+listed = s3.list_objects_v2(Bucket="boto", Prefix="list/", Delimiter="/")
+check([o["Key"] for o in listed["Contents"]] == [f"list/{i}" for i in range(7)] + ["list/sp ace+plus"],
+      "list_objects_v2 keys")
+check([p["Prefix"] for p in listed["CommonPrefixes"]] == ["list/sub/"], "common prefixes")
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket="boto", Prefix="list/", PaginationConfig={"PageSize": 3})
+keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+check(len(keys) == 9 and keys == sorted(keys), "paginated listing")
+v1 = s3.get_paginator("list_objects").paginate(Bucket="boto", Prefix="list/", PaginationConfig={"PageSize": 4})
+check(len([o for page in v1 for o in page.get("Contents", [])]) == 9, "list_objects v1 pagination")
+
+# Copy, delete, batch delete.
+s3.copy_object(Bucket="boto", Key="copied.txt", CopySource={"Bucket": "boto", "Key": "dir/hello world.txt"})
+check(s3.get_object(Bucket="boto", Key="copied.txt")["Body"].read() == b"hello, world", "copy_object")
+s3.delete_object(Bucket="boto", Key="copied.txt")
+check(error_code(s3.head_object, Bucket="boto", Key="copied.txt") == "404", "deleted")
+s3.delete_object(Bucket="boto", Key="copied.txt")  # idempotent
+res = s3.delete_objects(Bucket="boto", Delete={"Objects": [{"Key": f"list/{i}"} for i in range(7)]})
+check(len(res["Deleted"]) == 7, "delete_objects")
+
+# Presigned URL.
+url = s3.generate_presigned_url("get_object", Params={"Bucket": "boto", "Key": "dir/hello world.txt"}, ExpiresIn=60)
+try:
+    with urllib.request.urlopen(url) as r:
+        check(r.read() == b"hello, world", "presigned GET")
+except urllib.error.HTTPError as e:
+    raise AssertionError(f"presigned GET {url} failed: {e.read().decode()}")
+
+# Wrong secret.
+bad = client(aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"], aws_secret_access_key="wrong")
+check(error_code(bad.get_object, Bucket="boto", Key="dir/hello world.txt") == "SignatureDoesNotMatch",
+      "wrong secret: SignatureDoesNotMatch")
+
+# Multipart abort and listing.
+mpu = s3.create_multipart_upload(Bucket="boto", Key="aborted")
+check([u["UploadId"] for u in s3.list_multipart_uploads(Bucket="boto").get("Uploads", [])] == [mpu["UploadId"]],
+      "list_multipart_uploads")
+s3.abort_multipart_upload(Bucket="boto", Key="aborted", UploadId=mpu["UploadId"])
+check(error_code(s3.list_parts, Bucket="boto", Key="aborted", UploadId=mpu["UploadId"]) == "NoSuchUpload",
+      "aborted upload is gone")
+
+if CLI:
+    env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    version = subprocess.run([CLI, "--version"], capture_output=True, text=True, env=env)
+    print((version.stdout or version.stderr).strip())
+
+    def aws(*args, input=None):
+        r = subprocess.run([CLI, "--endpoint-url", ENDPOINT, *args], capture_output=True, env=env, input=input)
+        if r.returncode != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed: {r.stderr.decode()}")
+        return r.stdout
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small = os.path.join(tmp, "small.txt")
+        with open(small, "wb") as f:
+            f.write(b"from the cli\n")
+        big = os.path.join(tmp, "big.bin")
+        big_data = os.urandom(20 * MiB + 5)
+        with open(big, "wb") as f:
+            f.write(big_data)
+        aws("s3", "cp", small, "s3://boto/cli/small.txt")
+        aws("s3", "cp", big, "s3://boto/cli/big.bin")
+        listing = aws("s3", "ls", "s3://boto/cli/").decode()
+        check("small.txt" in listing and "big.bin" in listing, "aws s3 ls")
+        head = aws("s3api", "head-object", "--bucket", "boto", "--key", "cli/big.bin").decode()
+        check('"ContentLength": %d' % len(big_data) in head, "aws s3api head-object")
+        check(aws("s3", "cp", "s3://boto/cli/small.txt", "-") == b"from the cli\n", "aws s3 cp to stdout")
+        back = os.path.join(tmp, "back.bin")
+        aws("s3", "cp", "s3://boto/cli/big.bin", back)
+        with open(back, "rb") as f:
+            check(f.read() == big_data, "aws s3 cp multipart round trip")
+        aws("s3", "rm", "s3://boto/cli/", "--recursive")
+        left = aws("s3api", "list-objects-v2", "--bucket", "boto", "--prefix", "cli/").decode()
+        check('"Key"' not in left, "aws s3 rm --recursive")
+else:
+    print("skip - aws CLI not found")
+
+print("boto3 compatibility: all checks passed")
