@@ -132,7 +132,11 @@ pub struct Invoker {
     store: Arc<dyn Store>,
     artifacts: ArtifactDir,
     registry: RwLock<Arc<Registry>>,
-    components: Mutex<HashMap<String, ComponentCell>>,
+    /// Loaded components by artifact, with when each was last used.
+    components: Mutex<HashMap<String, (ComponentCell, std::time::Instant)>>,
+    /// Compiled code idle this long is unloaded (reloaded from disk, not recompiled, at its
+    /// next call); `None` keeps it.
+    unload_after: Option<Duration>,
     logs: LogSink,
     metrics: Metrics,
     capacity: Arc<Capacity>,
@@ -175,6 +179,7 @@ impl Invoker {
             artifacts,
             registry: RwLock::new(Arc::new(registry)),
             components: Mutex::new(HashMap::new()),
+            unload_after: Some(Duration::from_secs(600)),
             logs,
             metrics,
             running: Default::default(),
@@ -200,6 +205,42 @@ impl Invoker {
 
     pub fn capacity(&self) -> &Arc<Capacity> {
         &self.capacity
+    }
+
+    /// How long compiled code may stay idle in memory (`None`: forever).
+    pub fn with_unload_after(mut self, after: Option<Duration>) -> Self {
+        self.unload_after = after;
+        self
+    }
+
+    /// Unloads compiled components not used for `unload_after`, except those of functions
+    /// with provisioned concurrency: an idle WebAssembly function then holds no memory but
+    /// its registry entry; its next call maps the compiled file again (a cold start, no
+    /// compilation). Returns how many were unloaded.
+    pub fn unload_idle(&self) -> usize {
+        let Some(after) = self.unload_after else {
+            return 0;
+        };
+        let pinned: std::collections::HashSet<String> = self
+            .registry()
+            .functions()
+            .filter(|f| f.spec.limits.provisioned_concurrency > 0)
+            .map(|f| f.spec.artifact.clone())
+            .collect();
+        let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|sha, (_, used)| pinned.contains(sha) || used.elapsed() < after);
+        before - map.len()
+    }
+
+    /// Components loaded in memory now.
+    pub fn loaded_components(&self) -> usize {
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(c, _)| c.initialized())
+            .count()
     }
 
     /// How a function is scaled right now: its instances, what runs and waits, and its
@@ -395,13 +436,14 @@ impl Invoker {
 
     /// The component, and whether this call had to load it (a cold start).
     async fn component_cold(&self, sha256: &str) -> Result<(Arc<LoadedComponent>, bool), String> {
-        let cell = self
-            .components
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(sha256.to_string())
-            .or_default()
-            .clone();
+        let cell = {
+            let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = map
+                .entry(sha256.to_string())
+                .or_insert_with(|| (ComponentCell::default(), std::time::Instant::now()));
+            entry.1 = std::time::Instant::now();
+            entry.0.clone()
+        };
         let cold = !cell.initialized();
         let loaded = cell
             .get_or_try_init(|| async {
@@ -670,17 +712,26 @@ impl Invoker {
         }
     }
 
-    /// Background upkeep of the node: saves idle-time histograms every minute. Returns
-    /// when the invoker is dropped.
+    /// Background upkeep of the node: unloads idle compiled code and saves idle-time
+    /// histograms. Returns when the invoker is dropped.
     pub fn start_upkeep(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let check = self_check_interval(me.upgrade().and_then(|i| i.unload_after));
+            let mut tick = tokio::time::interval(check);
             tick.tick().await;
+            let mut last_save = std::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(inv) = me.upgrade() else { break };
-                inv.save_histograms().await;
+                let unloaded = inv.unload_idle();
+                if unloaded > 0 {
+                    tracing::debug!(unloaded, "unloaded idle compiled components");
+                }
+                if last_save.elapsed() >= Duration::from_secs(60) {
+                    inv.save_histograms().await;
+                    last_save = std::time::Instant::now();
+                }
             }
         });
     }
@@ -837,6 +888,13 @@ impl Invoker {
             duration: result.duration,
         }
     }
+}
+
+/// How often upkeep runs: every few seconds, or more often for a short unload time.
+fn self_check_interval(unload_after: Option<Duration>) -> Duration {
+    unload_after
+        .map(|d| (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)))
+        .unwrap_or(Duration::from_secs(10))
 }
 
 /// The pool for a native function's active version, when this node runs native functions.

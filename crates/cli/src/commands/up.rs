@@ -56,6 +56,10 @@ pub struct Up {
     /// How many calls may wait per function; more get 429 at once.
     #[arg(long, default_value_t = 1000)]
     pub queue_depth: u32,
+    /// Compiled WebAssembly code not used for this long is unloaded from memory (and
+    /// mapped again from disk, without recompiling, at the next call); `0` keeps it.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub unload_after: Duration,
     /// How long an idle native instance (a runtime process) is kept, and whether one is
     /// pre-warmed ahead of an expected call: `adaptive` (per function, from a histogram of
     /// its idle times, kept across restarts), `fixed:10m`, or a duration (fixed).
@@ -231,13 +235,15 @@ impl Up {
             .map(|b| b / (1024 * 1024))
             .unwrap_or_else(wisp_invoker::Capacity::default_budget_mb);
         let invoker = Arc::new(
-            Invoker::new(executor, Some(native), store, artifacts, logs.clone())?.with_scheduling(
-                budget_mb,
-                wisp_invoker::QueueConfig {
-                    wait: self.queue_wait,
-                    depth: self.queue_depth,
-                },
-            ),
+            Invoker::new(executor, Some(native), store, artifacts, logs.clone())?
+                .with_unload_after((!self.unload_after.is_zero()).then_some(self.unload_after))
+                .with_scheduling(
+                    budget_mb,
+                    wisp_invoker::QueueConfig {
+                        wait: self.queue_wait,
+                        depth: self.queue_depth,
+                    },
+                ),
         );
 
         invoker.start_upkeep();

@@ -364,3 +364,48 @@ functions:
         "pre-warmed calls are warm: {cold_late} of the last 3 were cold\n{logs}"
     );
 }
+
+#[test]
+fn idle_wasm_code_is_unloaded_and_mapped_again_without_recompiling() {
+    let node = Node::start_args(&["--unload-after", "300ms"]);
+    let m = manifest(&format!(
+        "app: wz\nfunctions:\n  echo:\n    source: {}\n    routes: [GET /wz]\n",
+        src("echo")
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let cold = |node: &Node| {
+        let ls: Value = serde_json::from_str(&node.wisp_ok(&["ls", "--json"])).unwrap();
+        ls[0]["scaling"]["last_hour"]["cold_starts"]
+            .as_u64()
+            .unwrap()
+    };
+    let compiled: Vec<_> = walk(&node.data_dir.join("compiled"));
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = mtime(&compiled[0]);
+    // A deploy loads the component (so it can serve): the first call is warm.
+    assert_eq!(node.get("/wz").0, 200);
+    assert_eq!(node.get("/wz").0, 200);
+    let after_calls = cold(&node);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(node.get("/wz").0, 200);
+    assert_eq!(
+        cold(&node),
+        after_calls + 1,
+        "the call after the idle time loaded the code again"
+    );
+    assert_eq!(mtime(&compiled[0]), before, "loaded, not recompiled");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
