@@ -122,6 +122,14 @@ pub fn validate(
                 f.name, f.artifact
             )));
         }
+        if let Some(hook) = &f.webhook
+            && !f.env.contains_key(&hook.secret_env)
+        {
+            return Err(ApiError::bad_request(format!(
+                "function `{}`: webhook secret_env `{}` is not one of its env vars",
+                f.name, hook.secret_env
+            )));
+        }
         for k in f.env.keys() {
             let ok = !k.is_empty()
                 && k.chars()

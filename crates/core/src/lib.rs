@@ -15,7 +15,7 @@ mod usage;
 pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
-pub use runtime::{NativeSpec, Runtime, RuntimeError};
+pub use runtime::{NativeSpec, Runtime, RuntimeError, WebhookProvider, WebhookSpec};
 pub use trace::TraceParent;
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
 
@@ -43,6 +43,9 @@ pub struct FunctionSpec {
     /// them, like a warm Lambda environment) instead of a fresh instance per request.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub instance_reuse: bool,
+    /// Requests through the function's routes must carry a valid signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
 }
 
 /// One immutable, numbered version of a function.

@@ -125,6 +125,49 @@ pub struct NativeSpec {
     pub network: bool,
 }
 
+/// A route that only accepts signed requests: an HMAC-SHA256 of the raw body, checked by
+/// the gateway before any function runs (401 otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub provider: WebhookProvider,
+    /// The function's env var that holds the shared secret (so the secret is stored and
+    /// hidden like any env value).
+    pub secret_env: String,
+    /// Generic provider: the header that carries the signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Generic provider: `sha256=<hex>` (`prefixed-hex`, the default), `hex` or `base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// Stripe: how old a signed timestamp may be, in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_s: Option<u64>,
+}
+
+/// Whose signature format a webhook route checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookProvider {
+    /// `X-Hub-Signature-256: sha256=<hex>`.
+    Github,
+    /// `Stripe-Signature: t=<unix>,v1=<hex>` over `t.body`, with a timestamp tolerance.
+    Stripe,
+    /// Any header carrying an HMAC-SHA256 of the body.
+    Hmac,
+}
+
+impl WebhookProvider {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "github" => Some(WebhookProvider::Github),
+            "stripe" => Some(WebhookProvider::Stripe),
+            "hmac" | "hmac-sha256" => Some(WebhookProvider::Hmac),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

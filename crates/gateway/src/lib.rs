@@ -184,6 +184,16 @@ where
         }
     };
 
+    // A webhook route runs its function only for a correctly signed body.
+    if let Some(hook) = &function.spec.webhook
+        && let Err(why) = check_signature(hook, &function.spec.env, &parts.headers, &body)
+    {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            request_id,
+            format!("webhook signature check failed: {why}"),
+        );
+    }
     let trace_id =
         wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
     let request = Request::from_parts(parts, body);
@@ -257,6 +267,37 @@ fn respond(
             error_response(StatusCode::SERVICE_UNAVAILABLE, request_id, e.to_string())
         }
     }
+}
+
+/// Checks a webhook's signature (GitHub, Stripe or a generic HMAC-SHA256 header) with the
+/// secret from the function's env. The reason never includes the expected value.
+fn check_signature(
+    hook: &wisp_core::WebhookSpec,
+    env: &std::collections::BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    use wisp_events::webhook::{Encoding, Scheme, WebhookVerifier};
+    let secret = env
+        .get(&hook.secret_env)
+        .ok_or_else(|| format!("the function has no env var `{}`", hook.secret_env))?;
+    let scheme = match hook.provider {
+        wisp_core::WebhookProvider::Github => Scheme::GitHub,
+        wisp_core::WebhookProvider::Stripe => Scheme::Stripe {
+            tolerance: Duration::from_secs(hook.tolerance_s.unwrap_or(300)),
+        },
+        wisp_core::WebhookProvider::Hmac => Scheme::Generic {
+            header: hook.header.clone().unwrap_or_else(|| "x-signature".into()),
+            encoding: match hook.encoding.as_deref() {
+                Some("hex") => Encoding::Hex,
+                Some("base64") => Encoding::Base64,
+                _ => Encoding::PrefixedHex,
+            },
+        },
+    };
+    WebhookVerifier::new(scheme, secret.as_bytes())
+        .verify(headers, body, wisp_events::Timestamp::now())
+        .map_err(|e| e.to_string())
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wisp_core::{
     ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, RouteError, RouteSpec,
-    RouteTable, Runtime, parse_byte_size, parse_duration_ms,
+    RouteTable, Runtime, WebhookProvider, WebhookSpec, parse_byte_size, parse_duration_ms,
 };
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -28,6 +28,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "env",
     "limits",
     "instance_reuse",
+    "webhook",
 ];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
@@ -502,15 +503,132 @@ impl<'a> Checker<'a> {
                 "`instance_reuse` is for WebAssembly functions: a native function's instance always serves one request after another (remove the line)",
             ));
         }
+        let webhook = match fields.get("webhook") {
+            Some((wk, wv)) => Some(self.webhook(&join(path, "webhook"), wk, wv, &env)?),
+            None => None,
+        };
         Ok(FunctionManifest {
             name,
             source,
             native,
+            webhook,
             routes,
             env,
             limits,
             instance_reuse,
             line: k.pos.line,
+        })
+    }
+
+    /// `webhook: {provider: github|stripe|hmac, secret_env: NAME, header, encoding,
+    /// tolerance}`: the secret comes from one of the function's env vars.
+    fn webhook(
+        &self,
+        path: &str,
+        k: &Node,
+        v: &Node,
+        env: &BTreeMap<String, String>,
+    ) -> Result<WebhookSpec> {
+        const FIELDS: &[&str] = &["provider", "secret_env", "header", "encoding", "tolerance"];
+        let Kind::Map(entries) = &v.kind else {
+            return Err(self.err(
+                at(k, v),
+                path,
+                format!(
+                    "`webhook` must be a map, not {}: e.g. `webhook: {{provider: github, secret_env: GITHUB_SECRET}}`",
+                    v.describe()
+                ),
+            ));
+        };
+        let fields = self.fields(
+            path,
+            entries,
+            FIELDS,
+            &[("secret", "secret_env"), ("type", "provider")],
+            |_, _| None,
+        )?;
+        let text = |name: &str| -> Result<Option<(Pos, String)>> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some((
+                    _,
+                    Node {
+                        kind: Kind::Str(s),
+                        pos,
+                        ..
+                    },
+                )) => Ok(Some((*pos, s.trim().to_string()))),
+                Some((fk, fv)) => Err(self.err(
+                    at(fk, fv),
+                    &join(path, name),
+                    format!("`{name}` must be a string, not {}", fv.describe()),
+                )),
+            }
+        };
+        let Some((ppos, provider_text)) = text("provider")? else {
+            return Err(self.err(
+                k.pos,
+                &join(path, "provider"),
+                "a webhook needs `provider: github`, `stripe` or `hmac`",
+            ));
+        };
+        let provider = WebhookProvider::parse(&provider_text).ok_or_else(|| {
+            self.err(
+                ppos,
+                &join(path, "provider"),
+                format!(
+                    "unknown webhook provider `{provider_text}`: use `github`, `stripe` or `hmac`"
+                ),
+            )
+        })?;
+        let Some((spos, secret_env)) = text("secret_env")? else {
+            return Err(self.err(
+                k.pos,
+                &join(path, "secret_env"),
+                "a webhook needs `secret_env: NAME`, the env var (under `env:`) that holds its secret",
+            ));
+        };
+        if !env.contains_key(&secret_env) {
+            return Err(self.err(
+                spos,
+                &join(path, "secret_env"),
+                format!("`{secret_env}` is not one of the function's env vars: add it under `env:` with the shared secret"),
+            ));
+        }
+        let header = text("header")?.map(|(_, h)| h);
+        let encoding = text("encoding")?;
+        if let Some((epos, e)) = &encoding
+            && !matches!(e.as_str(), "prefixed-hex" | "hex" | "base64")
+        {
+            return Err(self.err(
+                *epos,
+                &join(path, "encoding"),
+                format!(
+                    "unknown encoding `{e}`: use `prefixed-hex` (sha256=<hex>), `hex` or `base64`"
+                ),
+            ));
+        }
+        if provider == WebhookProvider::Hmac && header.is_none() {
+            return Err(self.err(
+                k.pos,
+                &join(path, "header"),
+                "an `hmac` webhook needs `header:`, the header that carries the signature (e.g. `X-Signature`)",
+            ));
+        }
+        let tolerance_s = match text("tolerance")? {
+            None => None,
+            Some((tpos, t)) => Some(
+                parse_duration_ms(&t)
+                    .map_err(|e| self.err(tpos, &join(path, "tolerance"), e.to_string()))?
+                    / 1000,
+            ),
+        };
+        Ok(WebhookSpec {
+            provider,
+            secret_env,
+            header,
+            encoding: encoding.map(|(_, e)| e),
+            tolerance_s,
         })
     }
 

@@ -72,6 +72,8 @@ pub struct FunctionManifest {
     /// `instance_reuse: true`: an instance serves requests one after another instead of a
     /// fresh instance per request (the default).
     pub instance_reuse: bool,
+    /// `webhook:`: the function's routes accept only signed requests.
+    pub webhook: Option<wisp_core::WebhookSpec>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

@@ -39,6 +39,14 @@ fn render(path: &Path, cases: &Path) -> String {
                     )
                     .unwrap();
                 }
+                if let Some(w) = &f.webhook {
+                    writeln!(
+                        s,
+                        "  webhook: {:?}, secret from {}, tolerance {:?}",
+                        w.provider, w.secret_env, w.tolerance_s
+                    )
+                    .unwrap();
+                }
                 if let Some(n) = &f.native {
                     writeln!(
                         s,

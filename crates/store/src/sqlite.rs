@@ -561,6 +561,7 @@ mod tests {
             env: Default::default(),
             limits: Limits::default(),
             instance_reuse: false,
+            webhook: None,
         }
     }
 

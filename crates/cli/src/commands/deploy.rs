@@ -131,6 +131,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             env: f.env.clone(),
             limits: f.limits,
             instance_reuse: f.instance_reuse,
+            webhook: f.webhook.clone(),
         });
     }
     let result: DeployResult = client

@@ -211,3 +211,69 @@ fn rand_id() -> u64 {
         .unwrap()
         .subsec_nanos() as u64
 }
+
+#[test]
+fn webhook_routes_run_only_for_valid_signatures() {
+    let node = Node::start();
+    let m = manifest(&format!(
+        r#"app: hooks
+functions:
+  github:
+    source: {echo}
+    routes: [POST /hooks/github]
+    env:
+      GH_SECRET: it's a secret to everybody
+    webhook:
+      provider: github
+      secret_env: GH_SECRET
+  stripe:
+    source: {echo}
+    routes: [POST /hooks/stripe]
+    env:
+      STRIPE_SECRET: whsec_test
+    webhook: {{provider: stripe, secret_env: STRIPE_SECRET, tolerance: 5m}}
+"#,
+        echo = src("echo"),
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let body = r#"{"action":"opened"}"#;
+    let post = |path: &str, headers: &[(&str, String)]| {
+        let mut r = client().post(node.url(path)).body(body);
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let good = wisp_events::webhook::sign_github(b"it's a secret to everybody", body.as_bytes());
+    assert_eq!(
+        post("/hooks/github", &[("x-hub-signature-256", good)]).0,
+        200
+    );
+    let (status, text) = post(
+        "/hooks/github",
+        &[("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))],
+    );
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("signature"), "{text}");
+    let (status, text) = post("/hooks/github", &[]);
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.to_lowercase().contains("x-hub-signature-256"),
+        "{text}"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let fresh = wisp_events::webhook::sign_stripe(b"whsec_test", now, body.as_bytes());
+    assert_eq!(post("/hooks/stripe", &[("stripe-signature", fresh)]).0, 200);
+    let replayed = wisp_events::webhook::sign_stripe(b"whsec_test", now - 600, body.as_bytes());
+    let (status, text) = post("/hooks/stripe", &[("stripe-signature", replayed)]);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("old"), "{text}");
+    // The function never saw the refused requests: two invocations in all, per function.
+    let logs = node.wisp_ok(&["logs", "github"]);
+    assert!(!logs.contains("secret to everybody"), "never logged");
+}
