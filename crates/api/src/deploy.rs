@@ -122,6 +122,16 @@ pub fn validate(
                 f.name, f.artifact
             )));
         }
+        for sc in &f.schedules {
+            let tz = if sc.timezone.is_empty() {
+                "UTC"
+            } else {
+                sc.timezone.as_str()
+            };
+            wisp_events::schedule::Schedule::parse(&sc.expression, tz).map_err(|e| {
+                ApiError::bad_request(format!("function `{}`: schedule: {e}", f.name))
+            })?;
+        }
         if let Some(hook) = &f.webhook
             && !f.env.contains_key(&hook.secret_env)
         {

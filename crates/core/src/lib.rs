@@ -15,7 +15,7 @@ mod usage;
 pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
-pub use runtime::{NativeSpec, Runtime, RuntimeError, WebhookProvider, WebhookSpec};
+pub use runtime::{NativeSpec, Runtime, RuntimeError, ScheduleSpec, WebhookProvider, WebhookSpec};
 pub use trace::TraceParent;
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
 
@@ -46,6 +46,9 @@ pub struct FunctionSpec {
     /// Requests through the function's routes must carry a valid signature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+    /// Schedules that invoke the function (asynchronously, through the event store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 /// One immutable, numbered version of a function.

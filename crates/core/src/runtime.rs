@@ -125,6 +125,20 @@ pub struct NativeSpec {
     pub network: bool,
 }
 
+/// A schedule that invokes the function: `rate(5 minutes)`, AWS `cron(0 9 ? * MON-FRI *)`,
+/// or a standard 5-field cron, in a time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub expression: String,
+    /// An IANA time zone (`Europe/Berlin`); UTC when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub timezone: String,
+    /// Ticks missed while the node was down: run once at start (default), or skip them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_missed: bool,
+}
+
 /// A route that only accepts signed requests: an HMAC-SHA256 of the raw body, checked by
 /// the gateway before any function runs (401 otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

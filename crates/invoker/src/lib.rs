@@ -145,6 +145,8 @@ pub struct Invoker {
     /// Functions' idle-time histograms (the adaptive keep-alive's memory), by function
     /// name: loaded from the store at start, refreshed from the live pools, saved back.
     histograms: Mutex<HashMap<String, wisp_scaling::IdleHistogram>>,
+    /// Bumped after every registry swap, for what follows deployments (schedules).
+    changes: tokio::sync::watch::Sender<u64>,
     /// Invocations running on this node now.
     running: std::sync::atomic::AtomicU32,
 }
@@ -173,6 +175,7 @@ impl Invoker {
             queue: QueueConfig::default(),
             recent: Default::default(),
             histograms: Mutex::new(histograms),
+            changes: tokio::sync::watch::Sender::new(0),
             executor,
             native,
             store,
@@ -205,6 +208,11 @@ impl Invoker {
 
     pub fn capacity(&self) -> &Arc<Capacity> {
         &self.capacity
+    }
+
+    /// Changes whenever the deployed functions change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// How long compiled code may stay idle in memory (`None`: forever).
@@ -329,6 +337,7 @@ impl Invoker {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|sha, _| live.contains(sha.as_str()));
         *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wisp_core::{
     ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, RouteError, RouteSpec,
-    RouteTable, Runtime, WebhookProvider, WebhookSpec, parse_byte_size, parse_duration_ms,
+    RouteTable, Runtime, ScheduleSpec, WebhookProvider, WebhookSpec, parse_byte_size,
+    parse_duration_ms,
 };
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -29,6 +30,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "limits",
     "instance_reuse",
     "webhook",
+    "schedule",
 ];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
@@ -48,6 +50,9 @@ const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("entry", "handler"),
     ("allow_network", "network"),
     ("outbound", "network"),
+    ("schedules", "schedule"),
+    ("cron", "schedule"),
+    ("rate", "schedule"),
     ("variables", "env"),
     ("vars", "env"),
 ];
@@ -507,17 +512,107 @@ impl<'a> Checker<'a> {
             Some((wk, wv)) => Some(self.webhook(&join(path, "webhook"), wk, wv, &env)?),
             None => None,
         };
+        let schedules = match fields.get("schedule") {
+            Some((sk, sv)) => self.schedules(&join(path, "schedule"), sk, sv)?,
+            None => Vec::new(),
+        };
         Ok(FunctionManifest {
             name,
             source,
             native,
             webhook,
+            schedules,
             routes,
             env,
             limits,
             instance_reuse,
             line: k.pos.line,
         })
+    }
+
+    /// `schedule:` a string, a map `{expression, timezone, missed: run-once|skip}`, or a list
+    /// of those. Expressions are parsed here, so a typo is reported at its line.
+    fn schedules(&self, path: &str, k: &Node, v: &Node) -> Result<Vec<ScheduleSpec>> {
+        let items: Vec<&Node> = match &v.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![v],
+        };
+        let example =
+            "e.g. `schedule: rate(5 minutes)`, `cron(0 9 ? * MON-FRI *)` or `*/15 * * * *`";
+        let mut out = Vec::new();
+        for item in items {
+            let (expression, epos, timezone, skip_missed) = match &item.kind {
+                Kind::Str(s) => (s.trim().to_string(), item.pos, String::new(), false),
+                Kind::Map(entries) => {
+                    let fields = self.fields(
+                        path,
+                        entries,
+                        &["expression", "timezone", "missed"],
+                        &[
+                            ("expr", "expression"),
+                            ("tz", "timezone"),
+                            ("time_zone", "timezone"),
+                        ],
+                        |_, _| None,
+                    )?;
+                    let text = |name: &str| match fields.get(name) {
+                        Some((
+                            _,
+                            Node {
+                                kind: Kind::Str(s),
+                                pos,
+                                ..
+                            },
+                        )) => Some((s.trim().to_string(), *pos)),
+                        _ => None,
+                    };
+                    let Some((e, epos)) = text("expression") else {
+                        return Err(self.err(
+                            item.pos,
+                            path,
+                            format!("a schedule needs `expression:`, {example}"),
+                        ));
+                    };
+                    let tz = text("timezone").map(|(t, _)| t).unwrap_or_default();
+                    let skip = match text("missed") {
+                        None => false,
+                        Some((m, _)) if m == "run-once" || m == "run_once" => false,
+                        Some((m, _)) if m == "skip" => true,
+                        Some((m, mpos)) => {
+                            return Err(self.err(
+                                mpos,
+                                &join(path, "missed"),
+                                format!("`missed: {m}`: use `run-once` (default) or `skip`"),
+                            ));
+                        }
+                    };
+                    (e, epos, tz, skip)
+                }
+                _ => {
+                    return Err(self.err(
+                        at(k, item),
+                        path,
+                        format!(
+                            "a schedule must be a string, not {}: {example}",
+                            item.describe()
+                        ),
+                    ));
+                }
+            };
+            let tz = if timezone.is_empty() {
+                "UTC"
+            } else {
+                timezone.as_str()
+            };
+            wisp_events::schedule::Schedule::parse(&expression, tz)
+                .map_err(|e| self.err(epos, path, format!("{e}; {example}")))?;
+            out.push(ScheduleSpec {
+                expression,
+                timezone,
+                skip_missed,
+            });
+        }
+        Ok(out)
     }
 
     /// `webhook: {provider: github|stripe|hmac, secret_env: NAME, header, encoding,

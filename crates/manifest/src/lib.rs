@@ -74,6 +74,8 @@ pub struct FunctionManifest {
     pub instance_reuse: bool,
     /// `webhook:`: the function's routes accept only signed requests.
     pub webhook: Option<wisp_core::WebhookSpec>,
+    /// `schedule:`: when the function runs by itself.
+    pub schedules: Vec<wisp_core::ScheduleSpec>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

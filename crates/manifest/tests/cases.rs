@@ -39,6 +39,14 @@ fn render(path: &Path, cases: &Path) -> String {
                     )
                     .unwrap();
                 }
+                for sc in &f.schedules {
+                    writeln!(
+                        s,
+                        "  schedule: {} (tz {:?}, skip missed {})",
+                        sc.expression, sc.timezone, sc.skip_missed
+                    )
+                    .unwrap();
+                }
                 if let Some(w) = &f.webhook {
                     writeln!(
                         s,

@@ -562,6 +562,7 @@ mod tests {
             limits: Limits::default(),
             instance_reuse: false,
             webhook: None,
+            schedules: Vec::new(),
         }
     }
 

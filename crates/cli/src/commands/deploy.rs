@@ -132,6 +132,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             limits: f.limits,
             instance_reuse: f.instance_reuse,
             webhook: f.webhook.clone(),
+            schedules: f.schedules.clone(),
         });
     }
     let result: DeployResult = client

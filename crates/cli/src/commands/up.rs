@@ -170,6 +170,49 @@ fn restrict_data_dir(dir: &Path) {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
 
+/// The schedules of the deployed functions, as the scheduler runs them: named after the
+/// function (`NAME`, or `NAME-2`... for more than one), an EventBridge "Scheduled Event"
+/// for native functions and a CloudEvent for WebAssembly ones.
+fn schedule_defs(registry: &wisp_invoker::Registry) -> Vec<wisp_events::ScheduleDef> {
+    let mut defs = Vec::new();
+    for f in registry.functions() {
+        for (i, s) in f.spec.schedules.iter().enumerate() {
+            let tz = if s.timezone.is_empty() {
+                "UTC"
+            } else {
+                s.timezone.as_str()
+            };
+            let schedule = match wisp_events::schedule::Schedule::parse(&s.expression, tz) {
+                Ok(sc) => sc,
+                Err(e) => {
+                    tracing::error!(function = %f.name, "schedule not run: {e}");
+                    continue;
+                }
+            };
+            let name = if i == 0 {
+                f.name.to_string()
+            } else {
+                format!("{}-{}", f.name, i + 1)
+            };
+            let mut def = wisp_events::ScheduleDef::new(name, schedule, f.name.to_string());
+            def.missed = if s.skip_missed {
+                wisp_events::MissedTicks::Skip
+            } else {
+                wisp_events::MissedTicks::RunOnce
+            };
+            def.payload = if f.spec.native.is_some() {
+                wisp_events::TickPayload::ScheduledEvent
+            } else {
+                wisp_events::TickPayload::CloudEvent
+            };
+            def.options.lease =
+                Some(Duration::from_millis(f.spec.limits.timeout_ms) + Duration::from_secs(60));
+            defs.push(def);
+        }
+    }
+    defs
+}
+
 /// The sandboxes native functions run in. A protection this host cannot give is said
 /// out loud at start (and by `wisp doctor`), never skipped silently.
 fn start_native(up: &Up) -> Result<Arc<wisp_native::NativeExecutor>> {
@@ -282,6 +325,22 @@ impl Up {
                 .run(wait(shutdown.clone())),
             )
         };
+        // Schedules: recomputed from the registry after every change; each tick is one
+        // async invocation, enqueued at most once per tick even across restarts.
+        let schedules = {
+            let (tx, rx) = watch::channel(schedule_defs(&invoker.registry()));
+            let (invoker, mut changes) = (invoker.clone(), invoker.subscribe());
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    let _ = tx.send(schedule_defs(&invoker.registry()));
+                }
+            });
+            tokio::spawn(wisp_events::run_schedules(
+                events.clone(),
+                rx,
+                wait(shutdown.clone()),
+            ))
+        };
         let app = wisp_api::app(
             wisp_api::ApiState::new(invoker.clone(), token.clone())
                 .with_prices(prices)
@@ -317,7 +376,7 @@ impl Up {
             let _ = std::io::stdout().flush();
         }
 
-        let (g, a, _) = tokio::join!(gateway, api_server, dispatcher);
+        let (g, a, _, _) = tokio::join!(gateway, api_server, dispatcher, schedules);
         g.context("gateway task")?.context("gateway")?;
         a.context("API task")?.context("platform API")?;
         invoker.save_histograms().await;

@@ -277,3 +277,52 @@ functions:
     let logs = node.wisp_ok(&["logs", "github"]);
     assert!(!logs.contains("secret to everybody"), "never logged");
 }
+
+#[test]
+fn a_scheduled_function_runs_on_its_tick_with_the_eventbridge_event() {
+    let node = Node::start();
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        "import json\n\ndef handler(event, context):\n    print('EVENT ' + json.dumps(event))\n    return {}\n",
+    )
+    .unwrap();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: cron
+functions:
+  every-minute:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    schedule:
+      expression: "* * * * *"
+      timezone: Europe/Berlin
+"#,
+        dir = code.path().display(),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    // The next minute boundary, plus dispatch: at most about 70 s.
+    let event: Value = wait_until("the first tick", Duration::from_secs(90), || {
+        let logs = node.wisp_ok(&["logs", "every-minute"]);
+        let line = logs.lines().find(|l| l.contains("EVENT "))?;
+        serde_json::from_str(line.split_once("EVENT ")?.1).ok()
+    });
+    assert_eq!(event["detail-type"], "Scheduled Event", "{event}");
+    assert_eq!(event["source"], "aws.events");
+    assert!(
+        event["resources"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("rule/every-minute"),
+        "{event}"
+    );
+    assert!(event["time"].as_str().unwrap().ends_with(":00Z"), "{event}");
+    // A bad expression is refused at deploy time, naming the line.
+    let bad = manifest(&with_host_runtimes(&format!(
+        "app: cron\nfunctions:\n  every-minute:\n    source: {}\n    runtime: python3.11\n    handler: app.handler\n    schedule: rate(5 minute)\n",
+        code.path().display()
+    )));
+    let err = node.wisp_err(&["deploy", &arg(&bad)]);
+    assert!(err.contains("wisp.yaml:7"), "{err}");
+    assert!(err.contains("rate(5 minute)"), "{err}");
+}
