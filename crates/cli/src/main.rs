@@ -29,6 +29,8 @@ enum Command {
     Ls(commands::ls::Ls),
     /// Invoke a function with a payload and print its response.
     Invoke(commands::invoke::Invoke),
+    /// The node's S3-compatible object storage: `wisp s3 credentials`.
+    S3(commands::s3::S3),
     /// A function's dead-letter queue: ls, show, redrive.
     Dlq(commands::dlq::Dlq),
     /// The state of an asynchronous invocation (`wisp invoke --async`).
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
             Command::Invoke(c) => c.execute().await,
             Command::Logs(c) => c.execute().await,
             Command::Dlq(c) => c.execute().await,
+            Command::S3(c) => c.execute().await,
             Command::Events(c) => c.execute().await,
             Command::Versions(c) => c.execute().await,
             Command::Rollback(c) => c.execute().await,

@@ -15,7 +15,9 @@ mod usage;
 pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
-pub use runtime::{NativeSpec, Runtime, RuntimeError, ScheduleSpec, WebhookProvider, WebhookSpec};
+pub use runtime::{
+    NativeSpec, ObjectTrigger, Runtime, RuntimeError, ScheduleSpec, WebhookProvider, WebhookSpec,
+};
 pub use trace::TraceParent;
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
 
@@ -49,6 +51,9 @@ pub struct FunctionSpec {
     /// Schedules that invoke the function (asynchronously, through the event store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleSpec>,
+    /// Object-storage events that invoke the function (asynchronously).
+    #[serde(default, rename = "s3", skip_serializing_if = "Vec::is_empty")]
+    pub object_triggers: Vec<ObjectTrigger>,
 }
 
 /// One immutable, numbered version of a function.

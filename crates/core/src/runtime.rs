@@ -139,6 +139,28 @@ pub struct ScheduleSpec {
     pub skip_missed: bool,
 }
 
+/// Object-storage events that invoke the function: objects created in (or removed from)
+/// a bucket of the node's S3-compatible store, filtered by key prefix and suffix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectTrigger {
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub suffix: String,
+    /// Also on removals (default: creations only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+    /// Creations (default true).
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub created: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// A route that only accepts signed requests: an HMAC-SHA256 of the raw body, checked by
 /// the gateway before any function runs (401 otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

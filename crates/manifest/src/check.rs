@@ -6,8 +6,8 @@ use crate::{FunctionManifest, Manifest, ManifestError, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wisp_core::{
-    ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, RouteError, RouteSpec,
-    RouteTable, Runtime, ScheduleSpec, WebhookProvider, WebhookSpec, parse_byte_size,
+    ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, ObjectTrigger, RouteError,
+    RouteSpec, RouteTable, Runtime, ScheduleSpec, WebhookProvider, WebhookSpec, parse_byte_size,
     parse_duration_ms,
 };
 
@@ -31,6 +31,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "instance_reuse",
     "webhook",
     "schedule",
+    "s3",
 ];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
@@ -516,18 +517,119 @@ impl<'a> Checker<'a> {
             Some((sk, sv)) => self.schedules(&join(path, "schedule"), sk, sv)?,
             None => Vec::new(),
         };
+        let object_triggers = match fields.get("s3") {
+            Some((ok, ov)) => self.object_triggers(&join(path, "s3"), ok, ov)?,
+            None => Vec::new(),
+        };
         Ok(FunctionManifest {
             name,
             source,
             native,
             webhook,
             schedules,
+            object_triggers,
             routes,
             env,
             limits,
             instance_reuse,
             line: k.pos.line,
         })
+    }
+
+    /// `s3: {bucket, prefix, suffix, events: [created, removed]}`, or a list of those.
+    fn object_triggers(&self, path: &str, k: &Node, v: &Node) -> Result<Vec<ObjectTrigger>> {
+        let items: Vec<&Node> = match &v.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![v],
+        };
+        let example = "e.g. `s3: {bucket: photos, prefix: uploads/, suffix: .jpg}`";
+        let mut out = Vec::new();
+        for item in items {
+            let Kind::Map(entries) = &item.kind else {
+                return Err(self.err(
+                    at(k, item),
+                    path,
+                    format!("`s3` must be a map, not {}: {example}", item.describe()),
+                ));
+            };
+            let fields = self.fields(
+                path,
+                entries,
+                &["bucket", "prefix", "suffix", "events"],
+                &[("event", "events")],
+                |_, _| None,
+            )?;
+            let text = |name: &str| -> Result<Option<(Pos, String)>> {
+                match fields.get(name) {
+                    None => Ok(None),
+                    Some((
+                        _,
+                        Node {
+                            kind: Kind::Str(s),
+                            pos,
+                            ..
+                        },
+                    )) => Ok(Some((*pos, s.trim().to_string()))),
+                    Some((fk, fv)) => Err(self.err(
+                        at(fk, fv),
+                        &join(path, name),
+                        format!("`{name}` must be a string, not {}", fv.describe()),
+                    )),
+                }
+            };
+            let Some((bpos, bucket)) = text("bucket")? else {
+                return Err(self.err(
+                    item.pos,
+                    &join(path, "bucket"),
+                    format!("an `s3` trigger needs `bucket:`, {example}"),
+                ));
+            };
+            let valid_bucket = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+            if !valid_bucket {
+                return Err(self.err(bpos, &join(path, "bucket"), format!("`{bucket}` is not a valid bucket name: 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit")));
+            }
+            let (mut created, mut removed) = (true, false);
+            if let Some((ek, ev)) = fields.get("events") {
+                let names: Vec<&Node> = match &ev.kind {
+                    Kind::Seq(items) => items.iter().collect(),
+                    _ => vec![ev],
+                };
+                created = false;
+                for n in names {
+                    match &n.kind {
+                        Kind::Str(s) if s == "created" || s == "s3:ObjectCreated:*" => {
+                            created = true
+                        }
+                        Kind::Str(s) if s == "removed" || s == "s3:ObjectRemoved:*" => {
+                            removed = true
+                        }
+                        _ => {
+                            return Err(self.err(
+                                at(ek, n),
+                                &join(path, "events"),
+                                format!(
+                                    "unknown event {}: use `created` and/or `removed`",
+                                    n.display(self.src)
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            out.push(ObjectTrigger {
+                bucket,
+                prefix: text("prefix")?.map(|(_, p)| p).unwrap_or_default(),
+                suffix: text("suffix")?.map(|(_, p)| p).unwrap_or_default(),
+                created,
+                removed,
+            });
+        }
+        Ok(out)
     }
 
     /// `schedule:` a string, a map `{expression, timezone, missed: run-once|skip}`, or a list

@@ -76,6 +76,8 @@ pub struct FunctionManifest {
     pub webhook: Option<wisp_core::WebhookSpec>,
     /// `schedule:`: when the function runs by itself.
     pub schedules: Vec<wisp_core::ScheduleSpec>,
+    /// `s3:`: object-storage events that invoke the function.
+    pub object_triggers: Vec<wisp_core::ObjectTrigger>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

@@ -563,6 +563,7 @@ mod tests {
             instance_reuse: false,
             webhook: None,
             schedules: Vec::new(),
+            object_triggers: Vec::new(),
         }
     }
 

@@ -133,6 +133,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             instance_reuse: f.instance_reuse,
             webhook: f.webhook.clone(),
             schedules: f.schedules.clone(),
+            object_triggers: f.object_triggers.clone(),
         });
     }
     let result: DeployResult = client

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod ls;
 pub mod rm;
 pub mod rollback;
+pub mod s3;
 pub mod scale;
 pub mod up;
 pub mod usage;

@@ -26,6 +26,10 @@ pub struct Up {
     /// Address of the platform API.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub api: SocketAddr,
+    /// Address of the S3-compatible object storage API (`wisp s3 credentials` prints its
+    /// keys); uploads and removals there trigger functions with `s3:` in their manifest.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub s3: SocketAddr,
     /// Deploy this manifest (or directory with a wisp.yaml) once the node is up; repeatable.
     #[arg(long, value_name = "MANIFEST")]
     pub deploy: Vec<PathBuf>,
@@ -168,6 +172,95 @@ async fn wait(mut rx: watch::Receiver<bool>) {
 fn restrict_data_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+/// The object store's access key, created at first start (readable by the owner only).
+fn load_or_create_s3_keys(data_dir: &Path) -> Result<(String, String)> {
+    let path = data_dir.join("s3-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        && let (Some(id), Some(secret)) =
+            (v["access_key_id"].as_str(), v["secret_access_key"].as_str())
+    {
+        return Ok((id.to_string(), secret.to_string()));
+    }
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let id: String = "WISP"
+        .chars()
+        .chain((0..16).map(|_| ALNUM[rand::random_range(0..ALNUM.len())] as char))
+        .collect();
+    let secret = base64_secret();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(
+        serde_json::json!({"access_key_id": id, "secret_access_key": secret})
+            .to_string()
+            .as_bytes(),
+    )?;
+    f.sync_all()?;
+    Ok((id, secret))
+}
+
+fn base64_secret() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(rand::random::<[u8; 30]>())
+        .replace(['+', '/'], "x")
+}
+
+/// Turns object-storage events into async invocations of the functions whose `s3:`
+/// triggers match: Lambda's S3 notification (`{"Records": [...]}`) for native functions,
+/// a CloudEvent carrying the same record for WebAssembly ones.
+async fn route_object_events(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<wisp_objects::ObjectEvent>,
+    invoker: Arc<Invoker>,
+    events: wisp_events::EventStore,
+    region: String,
+) {
+    while let Some(ev) = rx.recv().await {
+        let registry = invoker.registry();
+        let created = matches!(ev.kind, wisp_objects::EventKind::ObjectCreated(_));
+        for f in registry.functions() {
+            let wanted = f.spec.object_triggers.iter().any(|t| {
+                t.bucket == ev.bucket
+                    && ev.key.starts_with(&t.prefix)
+                    && ev.key.ends_with(&t.suffix)
+                    && if created { t.created } else { t.removed }
+            });
+            if !wanted {
+                continue;
+            }
+            let record = wisp_objects::s3_notification_record(&ev, &region);
+            let payload = if f.spec.native.is_some() {
+                serde_json::to_vec(&serde_json::json!({ "Records": [record] })).unwrap_or_default()
+            } else {
+                wisp_events::envelope::CloudEvent::new(
+                    ev.sequencer.clone(),
+                    format!("wisp:s3:{}", ev.bucket),
+                    format!("wisp.s3.{}", ev.kind.event_name()),
+                )
+                .with_subject(ev.key.clone())
+                .with_json(record)
+                .to_json()
+            };
+            let opts = wisp_events::EnqueueOptions {
+                lease: Some(
+                    Duration::from_millis(f.spec.limits.timeout_ms) + Duration::from_secs(60),
+                ),
+                ..Default::default()
+            };
+            if let Err(e) = events
+                .enqueue_invocation(f.name.as_str(), &payload, opts)
+                .await
+            {
+                tracing::error!(function = %f.name, bucket = %ev.bucket, key = %ev.key, "object event not delivered: {e}");
+            }
+        }
+    }
 }
 
 /// The schedules of the deployed functions, as the scheduler runs them: named after the
@@ -341,6 +434,48 @@ impl Up {
                 wait(shutdown.clone()),
             ))
         };
+        // Object storage: its events become async invocations of the functions that
+        // subscribe to them.
+        let s3 = bind(self.s3, "object storage API", "--s3").await?;
+        let s3_addr = s3.local_addr()?;
+        // For `wisp s3 credentials`, which prints the endpoint with the keys.
+        std::fs::write(
+            self.data_dir.join("s3-endpoint"),
+            format!("http://{s3_addr}"),
+        )
+        .with_context(|| format!("writing {}", self.data_dir.join("s3-endpoint").display()))?;
+        let objects = Arc::new(
+            wisp_objects::ObjectStore::open(
+                self.data_dir.join("objects"),
+                wisp_objects::Config {
+                    region: self.region.clone(),
+                    ..wisp_objects::Config::default()
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("opening the object store: {e}"))?,
+        );
+        let (key_id, secret) = load_or_create_s3_keys(&self.data_dir)?;
+        let (object_events, object_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(route_object_events(
+            object_rx,
+            invoker.clone(),
+            events.clone(),
+            self.region.clone(),
+        ));
+        let s3_router = wisp_objects::router(
+            objects,
+            Arc::new(wisp_objects::StaticCredentials::new().with(key_id, secret)),
+            Arc::new(object_events),
+        );
+        let s3_shutdown = shutdown.clone();
+        let s3_server = tokio::spawn(async move {
+            axum::serve(
+                s3,
+                s3_router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(wait(s3_shutdown))
+            .await
+        });
         let app = wisp_api::app(
             wisp_api::ApiState::new(invoker.clone(), token.clone())
                 .with_prices(prices)
@@ -354,6 +489,9 @@ impl Up {
         });
 
         println!("wisp: functions on http://{http_addr}");
+        println!(
+            "wisp: object storage (S3 API) on http://{s3_addr} (`wisp s3 credentials` prints its keys)"
+        );
         println!(
             "wisp: platform API on http://{api_addr} (token in {})",
             self.data_dir.join("api-token").display()
@@ -376,7 +514,7 @@ impl Up {
             let _ = std::io::stdout().flush();
         }
 
-        let (g, a, _, _) = tokio::join!(gateway, api_server, dispatcher, schedules);
+        let (g, a, _, _, _) = tokio::join!(gateway, api_server, dispatcher, schedules, s3_server);
         g.context("gateway task")?.context("gateway")?;
         a.context("API task")?.context("platform API")?;
         invoker.save_histograms().await;

@@ -326,3 +326,98 @@ functions:
     assert!(err.contains("wisp.yaml:7"), "{err}");
     assert!(err.contains("rate(5 minute)"), "{err}");
 }
+
+/// A Python that has boto3: `WISP_BOTO3_PYTHON`, else `python3`; `None` (the test is
+/// skipped, saying why) when neither imports it.
+fn boto3_python() -> Option<String> {
+    let python = std::env::var("WISP_BOTO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import boto3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: {python} cannot import boto3 (set WISP_BOTO3_PYTHON)");
+    }
+    ok.then_some(python)
+}
+
+#[test]
+fn uploads_to_the_s3_api_with_boto3_trigger_the_subscribed_function() {
+    let Some(python) = boto3_python() else { return };
+    let node = Node::start();
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        "import json\n\ndef handler(event, context):\n    print('EVENT ' + json.dumps(event))\n    return {}\n",
+    )
+    .unwrap();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: media
+functions:
+  on-photo:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    s3:
+      bucket: photos
+      prefix: uploads/
+      suffix: .jpg
+"#,
+        dir = code.path().display(),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let creds: Value =
+        serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap();
+    let script = r#"
+import boto3, os, sys
+s3 = boto3.client("s3", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                  aws_access_key_id=os.environ["KEY"], aws_secret_access_key=os.environ["SECRET"])
+s3.create_bucket(Bucket="photos")
+s3.put_object(Bucket="photos", Key="uploads/cat 1.jpg", Body=b"jpegdata")
+s3.put_object(Bucket="photos", Key="uploads/notes.txt", Body=b"not a photo")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="photos", Prefix="uploads/")["Contents"]]
+assert keys == ["uploads/cat 1.jpg", "uploads/notes.txt"], keys
+assert s3.get_object(Bucket="photos", Key="uploads/cat 1.jpg")["Body"].read() == b"jpegdata"
+bad = boto3.client("s3", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                   aws_access_key_id=os.environ["KEY"], aws_secret_access_key="wrong")
+try:
+    bad.list_objects_v2(Bucket="photos")
+    sys.exit("a wrong secret was accepted")
+except Exception as e:
+    assert "SignatureDoesNotMatch" in str(e), e
+print("ok")
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .env("ENDPOINT", creds["endpoint_url"].as_str().unwrap())
+        .env("KEY", creds["access_key_id"].as_str().unwrap())
+        .env("SECRET", creds["secret_access_key"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let event: Value = wait_until("the upload's event", Duration::from_secs(30), || {
+        let logs = node.wisp_ok(&["logs", "on-photo"]);
+        let line = logs.lines().find(|l| l.contains("EVENT "))?;
+        serde_json::from_str(line.split_once("EVENT ")?.1).ok()
+    });
+    let rec = &event["Records"][0];
+    assert_eq!(rec["eventSource"], "aws:s3", "{event}");
+    assert_eq!(rec["eventName"], "ObjectCreated:Put");
+    assert_eq!(rec["s3"]["bucket"]["name"], "photos");
+    assert_eq!(
+        rec["s3"]["object"]["key"], "uploads/cat+1.jpg",
+        "URL-encoded as AWS does"
+    );
+    assert_eq!(rec["s3"]["object"]["size"], 8);
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = node.wisp_ok(&["logs", "on-photo"]);
+    assert_eq!(
+        logs.matches("EVENT ").count(),
+        1,
+        "notes.txt is filtered out: {logs}"
+    );
+}
