@@ -5,6 +5,7 @@
 #   curl -X POST -d '{"item":"book"}' http://127.0.0.1:8080/orders
 #   curl http://127.0.0.1:8080/py/hello?name=ann            (a Python Lambda handler)
 #   curl -X POST -d '{"item":"pen"}' http://127.0.0.1:8080/node/orders   (Node.js)
+#   wisp invoke daily-report -d {}                         (a scheduled function, weekdays 09:00)
 # Extra arguments go to `wisp up` (e.g. --http 127.0.0.1:9080). Ctrl-C stops the node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +18,4 @@ fi
 echo "building wisp (release; the first build takes a few minutes)" >&2
 cargo build --release -p wisp-cli
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-exec "$target_dir/release/wisp" up --deploy examples/hello --deploy examples/rest-api --deploy examples/lambda "$@"
+exec "$target_dir/release/wisp" up --deploy examples/hello --deploy examples/rest-api --deploy examples/lambda --deploy examples/daily-report "$@"
