@@ -122,6 +122,19 @@ pub fn validate(
                 f.name, f.artifact
             )));
         }
+        if let Some(a) = &f.async_config {
+            if a.max_retries > 2 || !(60..=21_600).contains(&a.max_event_age_s) {
+                return Err(ApiError::bad_request(format!(
+                    "function `{}`: async: max_retries must be 0 to 2 and max_event_age_s 60 to 21600",
+                    f.name
+                )));
+            }
+            for d in a.on_success.iter().chain(&a.on_failure) {
+                FunctionName::new(d.clone()).map_err(|e| {
+                    ApiError::bad_request(format!("function `{}`: async destination: {e}", f.name))
+                })?;
+            }
+        }
         for sc in &f.schedules {
             let tz = if sc.timezone.is_empty() {
                 "UTC"

@@ -477,16 +477,11 @@ async fn enqueue(
     };
     let payload: &[u8] = if body.is_empty() { b"{}" } else { &body };
     let opts = wisp_events::EnqueueOptions {
-        // Longer than one attempt may take, so a running attempt is never delivered twice.
-        lease: Some(
-            std::time::Duration::from_millis(function.spec.limits.timeout_ms)
-                + std::time::Duration::from_secs(60),
-        ),
         traceparent: headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        ..Default::default()
+        ..wisp_invoker::event_options(&function.spec)
     };
     let id = events
         .enqueue_invocation(name.as_str(), payload, opts)

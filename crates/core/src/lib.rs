@@ -16,7 +16,8 @@ pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
 pub use runtime::{
-    NativeSpec, ObjectTrigger, Runtime, RuntimeError, ScheduleSpec, WebhookProvider, WebhookSpec,
+    AsyncConfig, NativeSpec, ObjectTrigger, Runtime, RuntimeError, ScheduleSpec, WebhookProvider,
+    WebhookSpec,
 };
 pub use trace::TraceParent;
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
@@ -54,6 +55,9 @@ pub struct FunctionSpec {
     /// Object-storage events that invoke the function (asynchronously).
     #[serde(default, rename = "s3", skip_serializing_if = "Vec::is_empty")]
     pub object_triggers: Vec<ObjectTrigger>,
+    /// Delivery of asynchronous invocations (retries, maximum age, destinations).
+    #[serde(default, rename = "async", skip_serializing_if = "Option::is_none")]
+    pub async_config: Option<AsyncConfig>,
 }
 
 /// One immutable, numbered version of a function.

@@ -161,6 +161,35 @@ fn yes() -> bool {
     true
 }
 
+/// How asynchronous invocations of the function are delivered (Lambda's event invoke
+/// config): retries after an error, how old an event may get, and where a record of each
+/// outcome goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncConfig {
+    /// Retries after a function error or timeout: 0, 1 or 2.
+    pub max_retries: u32,
+    /// Events older than this (seconds, 60 to 21600) go to the dead-letter queue unrun.
+    pub max_event_age_s: u64,
+    /// A function that receives a destination record after each success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<String>,
+    /// A function that receives a destination record when an event is dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        AsyncConfig {
+            max_retries: 2,
+            max_event_age_s: 6 * 3600,
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
 /// A route that only accepts signed requests: an HMAC-SHA256 of the raw body, checked by
 /// the gateway before any function runs (401 otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -899,6 +899,21 @@ impl Invoker {
     }
 }
 
+/// How an asynchronous invocation of this function is delivered: the function's `async`
+/// settings (retries, maximum age, destinations), and a lease longer than one attempt may
+/// take, so a running attempt is never delivered twice.
+pub fn event_options(spec: &wisp_core::FunctionSpec) -> wisp_events::EnqueueOptions {
+    let cfg = spec.async_config.clone().unwrap_or_default();
+    wisp_events::EnqueueOptions {
+        max_retries: cfg.max_retries,
+        max_event_age: Duration::from_secs(cfg.max_event_age_s),
+        lease: Some(Duration::from_millis(spec.limits.timeout_ms) + Duration::from_secs(60)),
+        on_success: cfg.on_success.map(wisp_events::Target::Function),
+        on_failure: cfg.on_failure.map(wisp_events::Target::Function),
+        ..Default::default()
+    }
+}
+
 /// How often upkeep runs: every few seconds, or more often for a short unload time.
 fn self_check_interval(unload_after: Option<Duration>) -> Duration {
     unload_after

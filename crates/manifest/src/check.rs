@@ -6,9 +6,9 @@ use crate::{FunctionManifest, Manifest, ManifestError, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wisp_core::{
-    ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, ObjectTrigger, RouteError,
-    RouteSpec, RouteTable, Runtime, ScheduleSpec, WebhookProvider, WebhookSpec, parse_byte_size,
-    parse_duration_ms,
+    AsyncConfig, ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, ObjectTrigger,
+    RouteError, RouteSpec, RouteTable, Runtime, ScheduleSpec, WebhookProvider, WebhookSpec,
+    parse_byte_size, parse_duration_ms,
 };
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -32,6 +32,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "webhook",
     "schedule",
     "s3",
+    "async",
 ];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
@@ -521,6 +522,10 @@ impl<'a> Checker<'a> {
             Some((ok, ov)) => self.object_triggers(&join(path, "s3"), ok, ov)?,
             None => Vec::new(),
         };
+        let async_config = match fields.get("async") {
+            Some((ak, av)) => Some(self.async_config(&join(path, "async"), ak, av)?),
+            None => None,
+        };
         Ok(FunctionManifest {
             name,
             source,
@@ -528,12 +533,83 @@ impl<'a> Checker<'a> {
             webhook,
             schedules,
             object_triggers,
+            async_config,
             routes,
             env,
             limits,
             instance_reuse,
             line: k.pos.line,
         })
+    }
+
+    /// `async: {max_retries: 0..=2, max_event_age: 1h, on_success: FN, on_failure: FN}`.
+    fn async_config(&self, path: &str, k: &Node, v: &Node) -> Result<AsyncConfig> {
+        let Kind::Map(entries) = &v.kind else {
+            return Err(self.err(at(k, v), path, format!("`async` must be a map, not {}: e.g. `async: {{max_retries: 0, on_failure: alert}}`", v.describe())));
+        };
+        let fields = self.fields(
+            path,
+            entries,
+            &["max_retries", "max_event_age", "on_success", "on_failure"],
+            &[("retries", "max_retries"), ("max_age", "max_event_age")],
+            |_, _| None,
+        )?;
+        let mut cfg = AsyncConfig::default();
+        if let Some((rk, rv)) = fields.get("max_retries") {
+            cfg.max_retries = match &rv.kind {
+                Kind::Int(n @ 0..=2) => *n as u32,
+                _ => {
+                    return Err(self.err(
+                        at(rk, rv),
+                        &join(path, "max_retries"),
+                        format!(
+                            "max_retries must be 0, 1 or 2, not {}",
+                            rv.display(self.src)
+                        ),
+                    ));
+                }
+            };
+        }
+        if let Some((ak, av)) = fields.get("max_event_age") {
+            let field = join(path, "max_event_age");
+            let Kind::Str(text) = &av.kind else {
+                return Err(self.err(
+                    at(ak, av),
+                    &field,
+                    "max_event_age must be a duration, e.g. `1h`",
+                ));
+            };
+            let ms =
+                parse_duration_ms(text).map_err(|e| self.err(av.pos, &field, e.to_string()))?;
+            if !(60_000..=6 * 3_600_000).contains(&ms) {
+                return Err(self.err(
+                    av.pos,
+                    &field,
+                    format!("max_event_age `{text}` is out of range: use 1m to 6h"),
+                ));
+            }
+            cfg.max_event_age_s = ms / 1000;
+        }
+        for (name, slot) in [
+            ("on_success", &mut cfg.on_success),
+            ("on_failure", &mut cfg.on_failure),
+        ] {
+            if let Some((dk, dv)) = fields.get(name) {
+                let field = join(path, name);
+                let Kind::Str(f) = &dv.kind else {
+                    return Err(self.err(
+                        at(dk, dv),
+                        &field,
+                        format!("`{name}` must be a function name"),
+                    ));
+                };
+                FunctionName::new(f.trim()).map_err(|e| {
+                    self.err(dv.pos, &field, name_error("destination function", &e))
+                })?;
+                *slot = Some(f.trim().to_string());
+            }
+        }
+        Ok(cfg)
     }
 
     /// `s3: {bucket, prefix, suffix, events: [created, removed]}`, or a list of those.

@@ -78,6 +78,8 @@ pub struct FunctionManifest {
     pub schedules: Vec<wisp_core::ScheduleSpec>,
     /// `s3:`: object-storage events that invoke the function.
     pub object_triggers: Vec<wisp_core::ObjectTrigger>,
+    /// `async:`: retries, maximum event age and destinations of async invocations.
+    pub async_config: Option<wisp_core::AsyncConfig>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

@@ -39,6 +39,12 @@ fn render(path: &Path, cases: &Path) -> String {
                     )
                     .unwrap();
                 }
+                if let Some(a) = &f.async_config {
+                    writeln!(s, "  async: {a:?}").unwrap();
+                }
+                for t in &f.object_triggers {
+                    writeln!(s, "  s3: {t:?}").unwrap();
+                }
                 for sc in &f.schedules {
                     writeln!(
                         s,

@@ -564,6 +564,7 @@ mod tests {
             webhook: None,
             schedules: Vec::new(),
             object_triggers: Vec::new(),
+            async_config: None,
         }
     }
 

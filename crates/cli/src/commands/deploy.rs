@@ -134,6 +134,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             webhook: f.webhook.clone(),
             schedules: f.schedules.clone(),
             object_triggers: f.object_triggers.clone(),
+            async_config: f.async_config.clone(),
         });
     }
     let result: DeployResult = client

@@ -247,12 +247,7 @@ async fn route_object_events(
                 .with_json(record)
                 .to_json()
             };
-            let opts = wisp_events::EnqueueOptions {
-                lease: Some(
-                    Duration::from_millis(f.spec.limits.timeout_ms) + Duration::from_secs(60),
-                ),
-                ..Default::default()
-            };
+            let opts = wisp_invoker::event_options(&f.spec);
             if let Err(e) = events
                 .enqueue_invocation(f.name.as_str(), &payload, opts)
                 .await
@@ -298,8 +293,7 @@ fn schedule_defs(registry: &wisp_invoker::Registry) -> Vec<wisp_events::Schedule
             } else {
                 wisp_events::TickPayload::CloudEvent
             };
-            def.options.lease =
-                Some(Duration::from_millis(f.spec.limits.timeout_ms) + Duration::from_secs(60));
+            def.options = wisp_invoker::event_options(&f.spec);
             defs.push(def);
         }
     }

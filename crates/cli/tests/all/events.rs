@@ -421,3 +421,48 @@ print("ok")
         "notes.txt is filtered out: {logs}"
     );
 }
+
+#[test]
+fn async_settings_limit_retries_and_send_failures_to_a_destination_function() {
+    let node = Node::start();
+    let catcher = tempfile::tempdir().unwrap();
+    std::fs::write(
+        catcher.path().join("app.py"),
+        "import json\n\ndef handler(event, context):\n    print('RECORD ' + json.dumps(event))\n    return {}\n",
+    )
+    .unwrap();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: dest
+functions:
+  fragile:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    async:
+      max_retries: 0
+      max_event_age: 10m
+      on_failure: catcher
+  catcher:
+    source: {catcher}
+    runtime: python3.11
+    handler: app.handler
+"#,
+        echo = native("python-echo"),
+        catcher = catcher.path().display(),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let id = invoke_async(&node, "fragile", &json!({"fail": "nope"}));
+    let record: Value = wait_until("the failure record", Duration::from_secs(30), || {
+        let logs = node.wisp_ok(&["logs", "catcher"]);
+        let line = logs.lines().find(|l| l.contains("RECORD "))?;
+        serde_json::from_str(line.split_once("RECORD ")?.1).ok()
+    });
+    let ctx = &record["requestContext"];
+    assert_eq!(ctx["requestId"], id.as_str(), "{record}");
+    assert_eq!(ctx["condition"], "RetriesExhausted", "{record}");
+    assert_eq!(ctx["approximateInvokeCount"], 1, "no retries: {record}");
+    assert_eq!(record["requestPayload"]["fail"], "nope", "{record}");
+    let dead: Vec<Value> =
+        serde_json::from_str(&node.wisp_ok(&["dlq", "ls", "fragile", "--json"])).unwrap();
+    assert_eq!(dead[0]["attempts"], 1);
+}
