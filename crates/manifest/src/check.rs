@@ -635,24 +635,7 @@ impl<'a> Checker<'a> {
                 &[("event", "events")],
                 |_, _| None,
             )?;
-            let text = |name: &str| -> Result<Option<(Pos, String)>> {
-                match fields.get(name) {
-                    None => Ok(None),
-                    Some((
-                        _,
-                        Node {
-                            kind: Kind::Str(s),
-                            pos,
-                            ..
-                        },
-                    )) => Ok(Some((*pos, s.trim().to_string()))),
-                    Some((fk, fv)) => Err(self.err(
-                        at(fk, fv),
-                        &join(path, name),
-                        format!("`{name}` must be a string, not {}", fv.describe()),
-                    )),
-                }
-            };
+            let text = |name: &str| self.string_field(path, &fields, name);
             let Some((bpos, bucket)) = text("bucket")? else {
                 return Err(self.err(
                     item.pos,
@@ -820,24 +803,7 @@ impl<'a> Checker<'a> {
             &[("secret", "secret_env"), ("type", "provider")],
             |_, _| None,
         )?;
-        let text = |name: &str| -> Result<Option<(Pos, String)>> {
-            match fields.get(name) {
-                None => Ok(None),
-                Some((
-                    _,
-                    Node {
-                        kind: Kind::Str(s),
-                        pos,
-                        ..
-                    },
-                )) => Ok(Some((*pos, s.trim().to_string()))),
-                Some((fk, fv)) => Err(self.err(
-                    at(fk, fv),
-                    &join(path, name),
-                    format!("`{name}` must be a string, not {}", fv.describe()),
-                )),
-            }
-        };
+        let text = |name: &str| self.string_field(path, &fields, name);
         let Some((ppos, provider_text)) = text("provider")? else {
             return Err(self.err(
                 k.pos,
@@ -903,6 +869,32 @@ impl<'a> Checker<'a> {
             encoding: encoding.map(|(_, e)| e),
             tolerance_s,
         })
+    }
+
+    /// A string field's position and trimmed text, `None` when absent, an error saying so
+    /// when it is not a string.
+    fn string_field(
+        &self,
+        path: &str,
+        fields: &Fields<'_>,
+        name: &str,
+    ) -> Result<Option<(Pos, String)>> {
+        match fields.get(name) {
+            None => Ok(None),
+            Some((
+                _,
+                Node {
+                    kind: Kind::Str(s),
+                    pos,
+                    ..
+                },
+            )) => Ok(Some((*pos, s.trim().to_string()))),
+            Some((fk, fv)) => Err(self.err(
+                at(fk, fv),
+                &join(path, name),
+                format!("`{name}` must be a string, not {}", fv.describe()),
+            )),
+        }
     }
 
     /// A `true`/`false` field, false when absent.

@@ -7,6 +7,20 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+/// A Python handler that prints `PREFIX <event as JSON>`, so a test can read the event
+/// from `wisp logs`.
+fn printing_function(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.py"),
+        format!(
+            "import json\n\ndef handler(event, context):\n    print('{prefix} ' + json.dumps(event))\n    return {{}}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
 fn invoke_async(node: &Node, name: &str, event: &Value) -> String {
     let out = node.wisp_ok(&["invoke", name, "--async", "-d", &event.to_string()]);
     let id = out.trim().to_string();
@@ -281,12 +295,7 @@ functions:
 #[test]
 fn a_scheduled_function_runs_on_its_tick_with_the_eventbridge_event() {
     let node = Node::start();
-    let code = tempfile::tempdir().unwrap();
-    std::fs::write(
-        code.path().join("app.py"),
-        "import json\n\ndef handler(event, context):\n    print('EVENT ' + json.dumps(event))\n    return {}\n",
-    )
-    .unwrap();
+    let code = printing_function("EVENT");
     let m = manifest(&with_host_runtimes(&format!(
         r#"app: cron
 functions:
@@ -345,12 +354,7 @@ fn boto3_python() -> Option<String> {
 fn uploads_to_the_s3_api_with_boto3_trigger_the_subscribed_function() {
     let Some(python) = boto3_python() else { return };
     let node = Node::start();
-    let code = tempfile::tempdir().unwrap();
-    std::fs::write(
-        code.path().join("app.py"),
-        "import json\n\ndef handler(event, context):\n    print('EVENT ' + json.dumps(event))\n    return {}\n",
-    )
-    .unwrap();
+    let code = printing_function("EVENT");
     let m = manifest(&with_host_runtimes(&format!(
         r#"app: media
 functions:
@@ -425,12 +429,7 @@ print("ok")
 #[test]
 fn async_settings_limit_retries_and_send_failures_to_a_destination_function() {
     let node = Node::start();
-    let catcher = tempfile::tempdir().unwrap();
-    std::fs::write(
-        catcher.path().join("app.py"),
-        "import json\n\ndef handler(event, context):\n    print('RECORD ' + json.dumps(event))\n    return {}\n",
-    )
-    .unwrap();
+    let catcher = printing_function("RECORD");
     let m = manifest(&with_host_runtimes(&format!(
         r#"app: dest
 functions:
