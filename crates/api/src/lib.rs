@@ -10,6 +10,7 @@ mod deploy;
 mod error;
 mod functions;
 mod logs;
+mod queues;
 mod usage;
 
 pub use error::ApiError;
@@ -45,6 +46,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/functions/{name}/dlq"),
     ("post", "/v1/functions/{name}/dlq/redrive"),
     ("get", "/v1/events/{id}"),
+    ("get", "/v1/queues"),
+    ("post", "/v1/queues"),
+    ("post", "/v1/queues/{name}/messages"),
     ("get", "/v1/logs"),
     ("get", "/metrics"),
     ("get", "/v1/usage"),
@@ -108,6 +112,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/functions/{name}/dlq", get(functions::dlq))
         .route("/v1/functions/{name}/dlq/redrive", post(functions::redrive))
         .route("/v1/events/{id}", get(functions::event))
+        .route("/v1/queues", get(queues::list).post(queues::create))
+        .route("/v1/queues/{name}/messages", post(queues::send))
         .route("/v1/logs", get(logs::logs))
         .route("/metrics", get(metrics))
         .route("/v1/usage", get(usage::usage))

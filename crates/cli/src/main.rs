@@ -31,6 +31,8 @@ enum Command {
     Invoke(commands::invoke::Invoke),
     /// The node's S3-compatible object storage: `wisp s3 credentials`.
     S3(commands::s3::S3),
+    /// Durable named queues: create, send, ls.
+    Queue(commands::queue::Queue),
     /// A function's dead-letter queue: ls, show, redrive.
     Dlq(commands::dlq::Dlq),
     /// The state of an asynchronous invocation (`wisp invoke --async`).
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
             Command::Invoke(c) => c.execute().await,
             Command::Logs(c) => c.execute().await,
             Command::Dlq(c) => c.execute().await,
+            Command::Queue(c) => c.execute().await,
             Command::S3(c) => c.execute().await,
             Command::Events(c) => c.execute().await,
             Command::Versions(c) => c.execute().await,

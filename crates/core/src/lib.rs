@@ -16,8 +16,8 @@ pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};
 pub use runtime::{
-    AsyncConfig, NativeSpec, ObjectTrigger, Runtime, RuntimeError, ScheduleSpec, WebhookProvider,
-    WebhookSpec,
+    AsyncConfig, NativeSpec, ObjectTrigger, QueueSubscription, Runtime, RuntimeError, ScheduleSpec,
+    WebhookProvider, WebhookSpec,
 };
 pub use trace::TraceParent;
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
@@ -58,6 +58,9 @@ pub struct FunctionSpec {
     /// Delivery of asynchronous invocations (retries, maximum age, destinations).
     #[serde(default, rename = "async", skip_serializing_if = "Option::is_none")]
     pub async_config: Option<AsyncConfig>,
+    /// A queue whose messages invoke the function in batches.
+    #[serde(default, rename = "queue", skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSubscription>,
 }
 
 /// One immutable, numbered version of a function.
@@ -91,6 +94,8 @@ pub enum Trigger {
     Api,
     /// An asynchronous invocation (`wisp invoke --async`), run from the durable event store.
     Async,
+    /// A batch of messages from a queue the function subscribes to.
+    Queue,
 }
 
 impl Trigger {
@@ -99,6 +104,7 @@ impl Trigger {
             Trigger::Http => "http",
             Trigger::Api => "api",
             Trigger::Async => "async",
+            Trigger::Queue => "queue",
         }
     }
 }

@@ -190,6 +190,21 @@ impl Default for AsyncConfig {
     }
 }
 
+/// A function's subscription to a queue: batches of up to `batch_size` messages, collected
+/// for up to `batch_window_ms` once the first arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSubscription {
+    pub name: String,
+    pub batch_size: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub batch_window_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A route that only accepts signed requests: an HMAC-SHA256 of the raw body, checked by
 /// the gateway before any function runs (401 otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -626,40 +626,14 @@ impl Invoker {
     /// every attempt (as on Lambda), and the trace of the call that enqueued it continues.
     pub async fn run_event(&self, event: &wisp_events::Claimed) -> wisp_events::InvokeOutcome {
         use wisp_events::InvokeOutcome;
-        let Ok(name) = FunctionName::new(event.function.clone()) else {
-            return InvokeOutcome::Failure {
-                error: format!("`{}` is not a function name", event.function),
-                response: None,
-            };
-        };
-        let Some(function) = self.function(&name) else {
-            return InvokeOutcome::Failure {
-                error: format!("function `{name}` is not deployed (any more)"),
-                response: None,
-            };
-        };
-        let request_id = event.id.to_string();
-        let mut req = http::Request::post("http://localhost/")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Bytes::from(event.payload.clone()))
-            .expect("a valid request");
-        if let Some(tp) = event
-            .traceparent
-            .as_deref()
-            .and_then(|t| http::HeaderValue::from_str(t).ok())
-        {
-            req.headers_mut().insert("traceparent", tp);
-        }
-        let trace_id = set_context_headers(req.headers_mut(), &request_id, None, &[]);
         let done = self
-            .invoke(Invocation {
-                function,
-                trigger: Trigger::Async,
-                request_id,
-                trace_id,
-                request: req,
-                client_context: None,
-            })
+            .invoke_payload(
+                &event.function,
+                Trigger::Async,
+                event.id.to_string(),
+                Bytes::from(event.payload.clone()),
+                event.traceparent.as_deref(),
+            )
             .await;
         match done {
             Ok(c) => {
@@ -687,6 +661,45 @@ impl Invoker {
                 response: None,
             },
         }
+    }
+
+    /// Runs a function with a JSON payload from a non-HTTP trigger (async events, queue
+    /// batches): a `POST /` with the payload as body; for native functions the payload is
+    /// the event. A missing function is `Unavailable`.
+    pub async fn invoke_payload(
+        &self,
+        function: &str,
+        trigger: Trigger,
+        request_id: String,
+        payload: Bytes,
+        traceparent: Option<&str>,
+    ) -> Result<Completed, InvokeError> {
+        let unavailable = |message: String| InvokeError::Unavailable {
+            function: function.to_string(),
+            message,
+        };
+        let name = FunctionName::new(function.to_string())
+            .map_err(|_| unavailable("not a function name".into()))?;
+        let f = self
+            .function(&name)
+            .ok_or_else(|| unavailable("it is not deployed (any more)".into()))?;
+        let mut req = http::Request::post("http://localhost/")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(payload)
+            .expect("a valid request");
+        if let Some(tp) = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok()) {
+            req.headers_mut().insert("traceparent", tp);
+        }
+        let trace_id = set_context_headers(req.headers_mut(), &request_id, None, &[]);
+        self.invoke(Invocation {
+            function: f,
+            trigger,
+            request_id,
+            trace_id,
+            request: req,
+            client_context: None,
+        })
+        .await
     }
 
     /// Copies the live pools' idle-time histograms into the invoker's map.
@@ -785,7 +798,7 @@ impl Invoker {
                 };
                 Bytes::from(wisp_native::apigw::event(&inv.request, &ctx).to_string())
             }
-            Trigger::Api | Trigger::Async => {
+            Trigger::Api | Trigger::Async | Trigger::Queue => {
                 let body = inv.request.body();
                 if body.is_empty() {
                     Bytes::from_static(b"{}")
@@ -864,7 +877,7 @@ impl Invoker {
                     None
                 }
             },
-            (Some(payload), Trigger::Api | Trigger::Async) => {
+            (Some(payload), Trigger::Api | Trigger::Async | Trigger::Queue) => {
                 let mut r = http::Response::new(payload.clone());
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wisp_core::{
     AsyncConfig, ByteSize, FunctionName, Limits, LimitsError, NameError, NativeSpec, ObjectTrigger,
-    RouteError, RouteSpec, RouteTable, Runtime, ScheduleSpec, WebhookProvider, WebhookSpec,
-    parse_byte_size, parse_duration_ms,
+    QueueSubscription, RouteError, RouteSpec, RouteTable, Runtime, ScheduleSpec, WebhookProvider,
+    WebhookSpec, parse_byte_size, parse_duration_ms,
 };
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -33,6 +33,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "schedule",
     "s3",
     "async",
+    "queue",
 ];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
@@ -522,6 +523,10 @@ impl<'a> Checker<'a> {
             Some((ok, ov)) => self.object_triggers(&join(path, "s3"), ok, ov)?,
             None => Vec::new(),
         };
+        let queue = match fields.get("queue") {
+            Some((qk, qv)) => Some(self.queue(&join(path, "queue"), qk, qv)?),
+            None => None,
+        };
         let async_config = match fields.get("async") {
             Some((ak, av)) => Some(self.async_config(&join(path, "async"), ak, av)?),
             None => None,
@@ -534,12 +539,107 @@ impl<'a> Checker<'a> {
             schedules,
             object_triggers,
             async_config,
+            queue,
             routes,
             env,
             limits,
             instance_reuse,
             line: k.pos.line,
         })
+    }
+
+    /// `queue: NAME` or `queue: {name, batch_size: 1..100 (10), batch_window: 0s..5m}`.
+    fn queue(&self, path: &str, k: &Node, v: &Node) -> Result<QueueSubscription> {
+        let valid = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 80
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let bad_name = |pos: Pos, n: &str| {
+            self.err(
+                pos,
+                path,
+                format!("`{n}` is not a queue name: 1 to 80 letters, digits, `-` and `_`"),
+            )
+        };
+        match &v.kind {
+            Kind::Str(n) => {
+                let n = n.trim();
+                if !valid(n) {
+                    return Err(bad_name(v.pos, n));
+                }
+                Ok(QueueSubscription {
+                    name: n.to_string(),
+                    batch_size: 10,
+                    batch_window_ms: 0,
+                })
+            }
+            Kind::Map(entries) => {
+                let fields = self.fields(
+                    path,
+                    entries,
+                    &["name", "batch_size", "batch_window"],
+                    &[("batch", "batch_size")],
+                    |_, _| None,
+                )?;
+                let Some((npos, name)) = self.string_field(path, &fields, "name")? else {
+                    return Err(self.err(k.pos, &join(path, "name"), "a queue subscription needs `name:`, e.g. `queue: {name: orders, batch_size: 10}`"));
+                };
+                if !valid(&name) {
+                    return Err(bad_name(npos, &name));
+                }
+                let batch_size = match fields.get("batch_size") {
+                    None => 10,
+                    Some((
+                        _,
+                        Node {
+                            kind: Kind::Int(n @ 1..=100),
+                            ..
+                        },
+                    )) => *n as u32,
+                    Some((bk, bv)) => {
+                        return Err(self.err(
+                            at(bk, bv),
+                            &join(path, "batch_size"),
+                            format!(
+                                "batch_size must be a whole number from 1 to 100, not {}",
+                                bv.display(self.src)
+                            ),
+                        ));
+                    }
+                };
+                let batch_window_ms = match self.string_field(path, &fields, "batch_window")? {
+                    None => 0,
+                    Some((wpos, w)) => {
+                        let ms = parse_duration_ms(&w).map_err(|e| {
+                            self.err(wpos, &join(path, "batch_window"), e.to_string())
+                        })?;
+                        if ms > 300_000 {
+                            return Err(self.err(
+                                wpos,
+                                &join(path, "batch_window"),
+                                "batch_window is at most 5m",
+                            ));
+                        }
+                        ms
+                    }
+                };
+                Ok(QueueSubscription {
+                    name,
+                    batch_size,
+                    batch_window_ms,
+                })
+            }
+            _ => Err(self.err(
+                at(k, v),
+                path,
+                format!(
+                    "`queue` must be a queue name or a map, not {}",
+                    v.describe()
+                ),
+            )),
+        }
     }
 
     /// `async: {max_retries: 0..=2, max_event_age: 1h, on_success: FN, on_failure: FN}`.

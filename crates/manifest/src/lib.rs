@@ -80,6 +80,8 @@ pub struct FunctionManifest {
     pub object_triggers: Vec<wisp_core::ObjectTrigger>,
     /// `async:`: retries, maximum event age and destinations of async invocations.
     pub async_config: Option<wisp_core::AsyncConfig>,
+    /// `queue:`: a queue whose messages invoke the function in batches.
+    pub queue: Option<wisp_core::QueueSubscription>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

@@ -565,6 +565,7 @@ mod tests {
             schedules: Vec::new(),
             object_triggers: Vec::new(),
             async_config: None,
+            queue: None,
         }
     }
 

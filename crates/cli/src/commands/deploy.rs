@@ -135,6 +135,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             schedules: f.schedules.clone(),
             object_triggers: f.object_triggers.clone(),
             async_config: f.async_config.clone(),
+            queue: f.queue.clone(),
         });
     }
     let result: DeployResult = client

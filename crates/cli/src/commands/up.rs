@@ -258,6 +258,126 @@ async fn route_object_events(
     }
 }
 
+/// Keeps one poller per function with a `queue:` subscription, matching the registry.
+async fn run_queue_subscriptions(
+    invoker: Arc<Invoker>,
+    events: wisp_events::EventStore,
+    region: String,
+) {
+    use std::collections::HashMap;
+    let mut changes = invoker.subscribe();
+    let mut running: HashMap<(String, wisp_core::QueueSubscription), tokio::task::JoinHandle<()>> =
+        HashMap::new();
+    loop {
+        let wanted: Vec<(String, wisp_core::QueueSubscription)> = invoker
+            .registry()
+            .functions()
+            .filter_map(|f| Some((f.name.to_string(), f.spec.queue.clone()?)))
+            .collect();
+        running.retain(|key, task| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for key in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                let (function, sub) = slot.key().clone();
+                slot.insert(tokio::spawn(poll_queue(
+                    invoker.clone(),
+                    events.clone(),
+                    function,
+                    sub,
+                    region.clone(),
+                )));
+            }
+        }
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Receives batches from a queue and runs the function on each: SQS-shaped records for
+/// native functions (and WebAssembly ones, as JSON). A success deletes the batch except the
+/// messages the function reports in `batchItemFailures`; a failure deletes nothing, so the
+/// messages come back after their visibility timeout (and, past the queue's
+/// `max_receive_count`, go to its dead-letter queue).
+async fn poll_queue(
+    invoker: Arc<Invoker>,
+    events: wisp_events::EventStore,
+    function: String,
+    sub: wisp_core::QueueSubscription,
+    region: String,
+) {
+    let exists = events
+        .list_queues()
+        .await
+        .map(|qs| qs.iter().any(|(n, _)| *n == sub.name))
+        .unwrap_or(false);
+    if !exists
+        && let Err(e) = events
+            .create_queue(&sub.name, wisp_events::QueueConfig::default())
+            .await
+    {
+        tracing::error!(function, queue = sub.name, "creating the queue: {e}");
+        return;
+    }
+    let opts = wisp_events::BatchReceive {
+        max: sub.batch_size as usize,
+        window: Duration::from_millis(sub.batch_window_ms),
+        wait: Duration::from_secs(5),
+        visibility: None,
+    };
+    loop {
+        let batch = match events.receive_batch(&sub.name, &opts).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(function, queue = sub.name, "receiving: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let event = wisp_events::envelope::sqs_event(&batch, &region);
+        let payload = serde_json::to_vec(&event).unwrap_or_default();
+        let request_id = wisp_invoker::new_request_id();
+        let done = invoker
+            .invoke_payload(
+                &function,
+                wisp_core::Trigger::Queue,
+                request_id,
+                payload.into(),
+                None,
+            )
+            .await;
+        let ids: Vec<&str> = batch.iter().map(|m| m.message_id.as_str()).collect();
+        let failed: Option<Vec<String>> = match done {
+            Ok(c) if c.outcome == wisp_core::Outcome::Success => {
+                let body = c.response.map(|r| r.into_body()).unwrap_or_default();
+                match wisp_events::envelope::parse_batch_response(&body, &ids) {
+                    wisp_events::envelope::BatchResponse::AllSucceeded => Some(Vec::new()),
+                    wisp_events::envelope::BatchResponse::Failed(f) => Some(f),
+                    wisp_events::envelope::BatchResponse::AllFailed(_) => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(failed) = failed
+            && let Err(e) = events.settle_batch(&batch, &failed).await
+        {
+            tracing::warn!(
+                function,
+                queue = sub.name,
+                "deleting processed messages: {e}"
+            );
+        }
+    }
+}
+
 /// The schedules of the deployed functions, as the scheduler runs them: named after the
 /// function (`NAME`, or `NAME-2`... for more than one), an EventBridge "Scheduled Event"
 /// for native functions and a CloudEvent for WebAssembly ones.
@@ -428,6 +548,12 @@ impl Up {
                 wait(shutdown.clone()),
             ))
         };
+        // Queue subscriptions: one poller per subscribed function, restarted on changes.
+        tokio::spawn(run_queue_subscriptions(
+            invoker.clone(),
+            events.clone(),
+            self.region.clone(),
+        ));
         // Object storage: its events become async invocations of the functions that
         // subscribe to them.
         let s3 = bind(self.s3, "object storage API", "--s3").await?;

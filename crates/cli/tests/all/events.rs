@@ -481,3 +481,82 @@ functions:
         serde_json::from_str(&node.wisp_ok(&["dlq", "ls", "fragile", "--json"])).unwrap();
     assert_eq!(dead[0]["attempts"], 1);
 }
+
+#[test]
+fn queue_messages_reach_a_subscribed_function_in_batches_and_failed_ones_dead_letter() {
+    let node = Node::start();
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        r#"import json
+
+def handler(event, context):
+    records = event["Records"]
+    assert all(r["eventSource"] == "aws:sqs" for r in records)
+    print("BATCH " + json.dumps([r["body"] for r in records]))
+    failed = [r["messageId"] for r in records if r["body"] == "bad"]
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+"#,
+    )
+    .unwrap();
+    node.wisp_ok(&["queue", "create", "dead"]);
+    node.wisp_ok(&[
+        "queue",
+        "create",
+        "orders",
+        "--visibility",
+        "1s",
+        "--dlq",
+        "dead",
+        "--max-receives",
+        "2",
+    ]);
+    for body in ["m1", "m2", "m3", "bad", "m4", "m5", "m6"] {
+        let id = node.wisp_ok(&["queue", "send", "orders", body]);
+        assert!(!id.trim().is_empty());
+    }
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: q
+functions:
+  worker:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    queue:
+      name: orders
+      batch_size: 5
+      batch_window: 200ms
+"#,
+        dir = code.path().display(),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let queues = wait_until(
+        "orders drained, bad dead-lettered",
+        Duration::from_secs(30),
+        || {
+            let qs: Vec<Value> =
+                serde_json::from_str(&node.wisp_ok(&["queue", "ls", "--json"])).ok()?;
+            let get = |n: &str| qs.iter().find(|q| q["name"] == n).cloned();
+            let (orders, dead) = (get("orders")?, get("dead")?);
+            (orders["depth"] == 0 && orders["in_flight"] == 0 && dead["depth"] == 1)
+                .then_some((orders, dead))
+        },
+    );
+    let _ = queues;
+    let logs = node.wisp_ok(&["logs", "worker", "-n", "1000"]);
+    let batches: Vec<Vec<String>> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.split_once("BATCH ")?.1).ok())
+        .collect();
+    assert!(batches.iter().all(|b| b.len() <= 5), "{batches:?}");
+    assert!(batches.iter().any(|b| b.len() > 1), "batched: {batches:?}");
+    for good in ["m1", "m2", "m3", "m4", "m5", "m6"] {
+        let n = batches.iter().flatten().filter(|b| *b == good).count();
+        assert_eq!(n, 1, "{good} processed once, not retried: {batches:?}");
+    }
+    let bad = batches.iter().flatten().filter(|b| *b == "bad").count();
+    assert_eq!(
+        bad, 2,
+        "received max_receives times, then dead-lettered: {batches:?}"
+    );
+}
