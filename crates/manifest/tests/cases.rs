@@ -39,6 +39,9 @@ fn render(path: &Path, cases: &Path) -> String {
                     )
                     .unwrap();
                 }
+                if let Some(q) = &f.queue {
+                    writeln!(s, "  queue: {q:?}").unwrap();
+                }
                 if let Some(a) = &f.async_config {
                     writeln!(s, "  async: {a:?}").unwrap();
                 }
