@@ -135,13 +135,71 @@ async fn health() -> axum::Json<serde_json::Value> {
 async fn metrics(
     State(state): State<ApiState>,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
+    let mut text = state.invoker.metrics().encode();
+    if let Some(events) = &state.events {
+        // Read at scrape time from the event store, then put before the closing `# EOF`.
+        let extra = event_metrics(events).await;
+        match text.rfind("# EOF") {
+            Some(at) => text.insert_str(at, &extra),
+            None => text.push_str(&extra),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.invoker.metrics().encode(),
+        text,
     )
+}
+
+/// Queue depth, in-flight messages and oldest age per queue, and async invocations by
+/// state (pending, in flight, dead-lettered), in OpenMetrics text.
+async fn event_metrics(events: &wisp_events::EventStore) -> String {
+    use std::fmt::Write as _;
+    let mut depth = String::new();
+    let mut in_flight = String::new();
+    let mut oldest = String::new();
+    for (name, _) in events.list_queues().await.unwrap_or_default() {
+        let Ok(st) = events.stats(&name).await else {
+            continue;
+        };
+        let q = name.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(depth, "wisp_queue_depth{{queue=\"{q}\"}} {}", st.depth);
+        let _ = writeln!(
+            in_flight,
+            "wisp_queue_in_flight{{queue=\"{q}\"}} {}",
+            st.in_flight
+        );
+        let _ = writeln!(
+            oldest,
+            "wisp_queue_oldest_age_seconds{{queue=\"{q}\"}} {}",
+            st.oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0)
+        );
+    }
+    let mut out = String::new();
+    for (name, help, body) in [
+        ("wisp_queue_depth", "Messages waiting in a queue.", depth),
+        (
+            "wisp_queue_in_flight",
+            "Messages received and not yet deleted.",
+            in_flight,
+        ),
+        (
+            "wisp_queue_oldest_age_seconds",
+            "Age of a queue's oldest message.",
+            oldest,
+        ),
+    ] {
+        let _ = write!(out, "# TYPE {name} gauge\n# HELP {name} {help}\n{body}");
+    }
+    if let Ok((pending, running, dead)) = events.invocation_counts(None).await {
+        let _ = write!(
+            out,
+            "# TYPE wisp_async_events gauge\n# HELP wisp_async_events Asynchronous invocations by state (dead: in dead-letter queues).\nwisp_async_events{{state=\"pending\"}} {pending}\nwisp_async_events{{state=\"in_flight\"}} {running}\nwisp_async_events{{state=\"dead\"}} {dead}\n"
+        );
+    }
+    out
 }
 
 async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {

@@ -559,4 +559,15 @@ functions:
         bad, 2,
         "received max_receives times, then dead-lettered: {batches:?}"
     );
+    // Queue depths are metrics too.
+    let m = crate::metrics::scrape(&node);
+    assert_eq!(
+        crate::metrics::value(&m, "wisp_queue_depth", &[("queue", "dead")]),
+        1.0
+    );
+    assert_eq!(
+        crate::metrics::value(&m, "wisp_queue_depth", &[("queue", "orders")]),
+        0.0
+    );
+    assert!(m.samples.iter().any(|x| x.metric == "wisp_async_events"));
 }

@@ -1,6 +1,6 @@
 use crate::harness::*;
 
-fn scrape(node: &Node) -> prometheus_parse::Scrape {
+pub fn scrape(node: &Node) -> prometheus_parse::Scrape {
     let text = client()
         .get(format!("{}/metrics", node.api))
         .bearer_auth(node.token())
@@ -12,7 +12,7 @@ fn scrape(node: &Node) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(lines).expect("the exposition parses")
 }
 
-fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     s.samples
         .iter()
         .filter(|x| x.metric == name)
