@@ -582,23 +582,21 @@ impl Invoker {
             push(LogStream::Platform, err);
         }
         self.logs.send(lines);
-        fm.invocation(inv.trigger, result.outcome).inc();
-        fm.duration.observe(result.duration.as_secs_f64());
-        let duration_us = result.duration.as_micros() as u64 + init_us;
-        self.logs.record_usage(UsageRecord {
-            request_id: inv.request_id.clone(),
-            function: f.name.to_string(),
-            version: f.version,
-            trigger: inv.trigger,
-            start_ms,
-            duration_us,
-            billed_ms: wisp_core::billed_ms(duration_us),
-            memory_mb: f.spec.limits.memory_bytes / (1024 * 1024),
-            init_us,
-            cold_start: cold,
-            outcome: result.outcome,
-            concurrency,
-        });
+        // Loading the component is billed with the run.
+        self.meter(
+            f,
+            inv.trigger,
+            &inv.request_id,
+            Metered {
+                start_ms,
+                duration: result.duration,
+                billed_us: result.duration.as_micros() as u64 + init_us,
+                init_us,
+                cold,
+                outcome: result.outcome,
+                concurrency,
+            },
+        );
         if result.outcome != Outcome::Success {
             tracing::info!(
                 function = %f.name,
@@ -847,24 +845,21 @@ impl Invoker {
             fm.cold_starts.inc();
             self.recent.cold_start(f.name.as_str(), start_ms);
         }
-        let init_us = result.init.map(|d| d.as_micros() as u64).unwrap_or(0);
-        fm.invocation(inv.trigger, result.outcome).inc();
-        fm.duration.observe(result.duration.as_secs_f64());
-        let duration_us = result.duration.as_micros() as u64;
-        self.logs.record_usage(UsageRecord {
-            request_id: inv.request_id.clone(),
-            function: f.name.to_string(),
-            version: f.version,
-            trigger: inv.trigger,
-            start_ms,
-            duration_us,
-            billed_ms: wisp_core::billed_ms(duration_us),
-            memory_mb,
-            init_us,
-            cold_start: cold,
-            outcome: result.outcome,
-            concurrency,
-        });
+        // A runtime's init is reported, not billed (as on Lambda for managed runtimes).
+        self.meter(
+            f,
+            inv.trigger,
+            &inv.request_id,
+            Metered {
+                start_ms,
+                duration: result.duration,
+                billed_us: result.duration.as_micros() as u64,
+                init_us: result.init.map(|d| d.as_micros() as u64).unwrap_or(0),
+                cold,
+                outcome: result.outcome,
+                concurrency,
+            },
+        );
         let mut error = result
             .error
             .as_ref()
@@ -958,6 +953,45 @@ fn native_pool(
             histogram: histograms.get(f.name.as_str()).cloned(),
         }),
     )
+}
+
+/// What one finished invocation adds to metrics and usage.
+struct Metered {
+    start_ms: i64,
+    /// The run itself, for the duration histogram.
+    duration: Duration,
+    /// What the usage record counts as its duration (and bills, rounded up to 1 ms).
+    billed_us: u64,
+    init_us: u64,
+    cold: bool,
+    outcome: Outcome,
+    concurrency: u32,
+}
+
+impl Invoker {
+    /// Counts a finished invocation in the function's metrics and writes its usage record:
+    /// the same for every executor and trigger.
+    fn meter(&self, f: &ActiveFunction, trigger: Trigger, request_id: &str, m: Metered) {
+        let fm = f
+            .metrics
+            .get_or_init(|| self.metrics.function(f.name.as_str()));
+        fm.invocation(trigger, m.outcome).inc();
+        fm.duration.observe(m.duration.as_secs_f64());
+        self.logs.record_usage(UsageRecord {
+            request_id: request_id.to_string(),
+            function: f.name.to_string(),
+            version: f.version,
+            trigger,
+            start_ms: m.start_ms,
+            duration_us: m.billed_us,
+            billed_ms: wisp_core::billed_ms(m.billed_us),
+            memory_mb: f.spec.limits.memory_bytes / (1024 * 1024),
+            init_us: m.init_us,
+            cold_start: m.cold,
+            outcome: m.outcome,
+            concurrency: m.concurrency,
+        });
+    }
 }
 
 /// Counts an invocation in the function's concurrency gauge for as long as it lives, even
