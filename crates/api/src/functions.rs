@@ -249,7 +249,7 @@ pub async fn invoke(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("event"));
     if q.asynchronous || event_header {
-        return enqueue(&state, &name, &function, &headers, body)
+        return enqueue(&state, &function, &headers, body)
             .await
             .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)).into_response());
     }
@@ -302,12 +302,14 @@ pub async fn invoke(
     let mut req = http::Request::builder()
         .method(method)
         .uri(format!("http://localhost{path}"));
-    if let Some(tp) = headers.get("traceparent") {
-        req = req.header("traceparent", tp);
+    for name in ["traceparent", "x-amzn-trace-id"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v);
+        }
     }
-    let mut trace_id = String::new();
+    let mut trace = wisp_core::SpanContext::default();
     if let Some(h) = req.headers_mut() {
-        trace_id = wisp_invoker::set_context_headers(h, &request_id, route.as_deref(), &params);
+        trace = wisp_invoker::set_context_headers(h, &request_id, route.as_deref(), &params);
     }
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         req = req.header(http::header::CONTENT_TYPE, ct);
@@ -323,7 +325,7 @@ pub async fn invoke(
             function,
             trigger: Trigger::Api,
             request_id: request_id.clone(),
-            trace_id: trace_id.clone(),
+            trace: trace.clone(),
             request: req,
             client_context,
         })
@@ -371,7 +373,7 @@ pub async fn invoke(
     };
     Ok(Json(InvokeResponse {
         request_id,
-        trace_id,
+        trace_id: trace.trace_id,
         function: name.to_string(),
         version: done.version,
         outcome: done.outcome,
@@ -454,46 +456,26 @@ pub async fn scale(
     Ok(Json(FunctionInfo::live(updated, &state)))
 }
 
-#[derive(Serialize)]
-pub struct Accepted {
-    event_id: String,
-    function: String,
-}
-
 /// Stores an asynchronous invocation durably; it runs from the event store (retried on
 /// failure, dead-lettered after its retries).
 async fn enqueue(
     state: &ApiState,
-    name: &FunctionName,
     function: &wisp_invoker::ActiveFunction,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<Accepted, ApiError> {
-    let Some(events) = &state.events else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node has no event store: asynchronous invocations are off",
-        ));
-    };
-    let payload: &[u8] = if body.is_empty() { b"{}" } else { &body };
-    let opts = wisp_events::EnqueueOptions {
-        traceparent: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        ..wisp_invoker::event_options(&function.spec)
-    };
-    let id = events
-        .enqueue_invocation(name.as_str(), payload, opts)
+) -> Result<wisp_invoker::Accepted, ApiError> {
+    use wisp_invoker::EnqueueError;
+    state
+        .invoker
+        .enqueue(function, &body, headers)
         .await
         .map_err(|e| match e {
-            wisp_events::EventError::InvalidOption(m) => ApiError::bad_request(m),
-            other => ApiError::internal(other),
-        })?;
-    Ok(Accepted {
-        event_id: id.to_string(),
-        function: name.to_string(),
-    })
+            EnqueueError::NoEventStore => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            EnqueueError::Invalid(m) => ApiError::bad_request(m),
+            EnqueueError::Store(m) => ApiError::internal(m),
+        })
 }
 
 #[derive(Serialize)]

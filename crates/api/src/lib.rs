@@ -11,6 +11,7 @@ mod error;
 mod functions;
 mod logs;
 mod queues;
+mod traces;
 mod usage;
 
 pub use error::ApiError;
@@ -118,6 +119,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/cost", get(usage::cost))
+        .route("/v1/traces/{id}", get(traces::trace))
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -25,6 +25,10 @@ pub struct LogsParams {
     grep: Option<String>,
     /// Only lines of invocations in this W3C trace.
     trace_id: Option<String>,
+    /// Only lines of this version.
+    version: Option<u32>,
+    /// Only lines before this: a duration back from now or a Unix time in milliseconds.
+    until: Option<String>,
     /// Keep the response open and stream new lines as NDJSON.
     #[serde(default)]
     follow: bool,
@@ -44,6 +48,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A point in time for `since` / `until`: a duration back from now or Unix milliseconds.
 fn parse_since(s: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
@@ -52,7 +57,7 @@ fn parse_since(s: &str) -> Result<i64, ApiError> {
         .map(|d| now_ms() - d.as_millis() as i64)
         .map_err(|_| {
             ApiError::bad_request(format!(
-                "since `{s}` is neither a duration (e.g. `10m`, `2h`) nor a Unix time in milliseconds"
+                "`{s}` is neither a duration back from now (e.g. `10m`, `2h`) nor a Unix time in milliseconds"
             ))
         })
 }
@@ -73,6 +78,8 @@ pub async fn logs(
         limit,
         grep: p.grep.clone().filter(|g| !g.is_empty()),
         trace_id: p.trace_id.clone(),
+        version: p.version,
+        until_ms: p.until.as_deref().map(parse_since).transpose()?,
     };
     if let Some(f) = &p.function
         && wisp_core::FunctionName::new(f.clone()).is_err()

@@ -53,6 +53,7 @@ fn total(rows: &[UsageRow]) -> UsageRow {
         duration_ms: rows.iter().map(|r| r.duration_ms).sum(),
         cold_starts: rows.iter().map(|r| r.cold_starts).sum(),
         peak_concurrency: rows.iter().map(|r| r.peak_concurrency).max().unwrap_or(0),
+        cpu_ms: rows.iter().map(|r| r.cpu_ms).sum(),
     }
 }
 

@@ -6,6 +6,7 @@ mod build;
 mod bundle;
 mod client;
 mod commands;
+mod otlp;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,8 @@ enum Command {
     Usage(commands::usage::Usage),
     /// The bill for a period, compared with always-on servers.
     Cost(commands::cost::Cost),
+    /// Show a trace: the tree of invocations one request caused, with timings.
+    Trace(commands::trace::Trace),
     /// Check what this host gives native functions: runtimes and sandbox protections.
     Doctor(commands::doctor::Doctor),
 }
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             Command::Rm(c) => c.execute().await,
             Command::Usage(c) => c.execute().await,
             Command::Cost(c) => c.execute().await,
+            Command::Trace(c) => c.execute().await,
             Command::Doctor(c) => c.execute().await,
         }
     });

@@ -19,7 +19,7 @@ pub use runtime::{
     AsyncConfig, NativeSpec, ObjectTrigger, QueueSubscription, Runtime, RuntimeError, ScheduleSpec,
     WebhookProvider, WebhookSpec,
 };
-pub use trace::TraceParent;
+pub use trace::{SpanContext, TraceParent};
 pub use usage::{Bill, PriceSheet, UsageRecord, bill, billed_ms, gb_seconds};
 
 use serde::{Deserialize, Serialize};

@@ -25,6 +25,14 @@ pub struct UsageRecord {
     pub outcome: Outcome,
     /// Invocations running on the node when this one started, itself included.
     pub concurrency: u32,
+    /// CPU time the function used (user + system), in microseconds, where the executor
+    /// measures it: the sandbox's cgroup for native functions, the executing threads for
+    /// WebAssembly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us: Option<u64>,
+    /// The invocation's span in its W3C trace: `wisp trace` and OTLP export read it.
+    #[serde(flatten)]
+    pub span: crate::SpanContext,
 }
 
 /// Billed milliseconds for a wall-clock duration: rounded up to the next 1 ms, at least 1.

@@ -109,6 +109,10 @@ pub struct InvocationResult {
     pub stdout: Bytes,
     pub stderr: Bytes,
     pub duration: Duration,
+    /// CPU time the invocation's work took on the node's threads (instantiation, guest
+    /// code and host calls, response body): the sum over its polls of the polling
+    /// thread's CPU clock.
+    pub cpu_time: Duration,
 }
 
 /// Owns the wasmtime engine and runs components.
@@ -358,6 +362,7 @@ impl Executor {
                     stdout: Bytes::new(),
                     stderr: Bytes::new(),
                     duration: start.elapsed(),
+                    cpu_time: Duration::ZERO,
                 };
             }
         };
@@ -412,10 +417,18 @@ impl Executor {
         // Guest and response body run together: the guest may keep writing the body after
         // it has set the response. A guest blocked in a host call (e.g. sleeping) is not
         // interrupted by epochs, so the whole invocation also runs under a tokio timeout.
-        let joined = tokio::time::timeout(timeout + EPOCH_TICK * 4, async {
-            tokio::join!(guest, response)
-        })
-        .await;
+        let mut cpu_time = Duration::ZERO;
+        let joined = {
+            let mut work = std::pin::pin!(async { tokio::join!(guest, response) });
+            let cpu = &mut cpu_time;
+            let timed = std::future::poll_fn(move |cx| {
+                let before = thread_cpu_time();
+                let polled = work.as_mut().poll(cx);
+                *cpu += thread_cpu_time().saturating_sub(before);
+                polled
+            });
+            tokio::time::timeout(timeout + EPOCH_TICK * 4, timed).await
+        };
         let oom = oom.load(Ordering::Relaxed);
         let (outcome, response, error) = match joined {
             Err(_) => (Outcome::Timeout, None, Some(timeout_message(timeout))),
@@ -467,8 +480,15 @@ impl Executor {
             stdout: stdout.take(),
             stderr: stderr.take(),
             duration: start.elapsed(),
+            cpu_time,
         }
     }
+}
+
+/// The calling thread's CPU time (user + system).
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// A store and, once instantiated, the instance in it, with its captured output.

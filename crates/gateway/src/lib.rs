@@ -194,7 +194,17 @@ where
             format!("webhook signature check failed: {why}"),
         );
     }
-    let trace_id =
+    // `X-Amz-Invocation-Type: Event` (as API Gateway's asynchronous Lambda integration):
+    // the body is stored as the event of an asynchronous invocation, answered 202.
+    let asynchronous = parts
+        .headers
+        .get("x-amz-invocation-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("event"));
+    if asynchronous {
+        return enqueue(invoker, &function, &parts.headers, &body, request_id).await;
+    }
+    let trace =
         wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
     let request = Request::from_parts(parts, body);
     let name = function.name.to_string();
@@ -203,16 +213,49 @@ where
             function,
             trigger: Trigger::Http,
             request_id: request_id.to_string(),
-            trace_id: trace_id.clone(),
+            trace: trace.clone(),
             request,
             client_context: None,
         })
         .await;
     let mut resp = respond(result, &name, request_id);
-    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+    if let Ok(v) = HeaderValue::from_str(&trace.trace_id) {
         resp.headers_mut().insert(TRACE_ID_HEADER, v);
     }
     resp
+}
+
+async fn enqueue(
+    invoker: &Invoker,
+    function: &wisp_invoker::ActiveFunction,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    use wisp_invoker::EnqueueError;
+    match invoker.enqueue(function, body, headers).await {
+        Ok(accepted) => {
+            let body = serde_json::to_vec(&accepted).unwrap_or_default();
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&accepted.trace_id) {
+                resp.headers_mut().insert(TRACE_ID_HEADER, v);
+            }
+            resp
+        }
+        Err(e) => {
+            let status = match e {
+                EnqueueError::NoEventStore => StatusCode::SERVICE_UNAVAILABLE,
+                EnqueueError::Invalid(_) => StatusCode::BAD_REQUEST,
+                EnqueueError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error_response(status, request_id, e.to_string())
+        }
+    }
 }
 
 /// Header with the W3C trace id of the invocation, on responses from functions.

@@ -16,7 +16,7 @@ mod recent;
 mod registry;
 
 pub use admission::{Capacity, Gate, QueueConfig, Refusal};
-pub use logs::{LogSink, Retention};
+pub use logs::{LogSink, Retention, UsageListener};
 pub use metrics::{FunctionMetrics, Metrics};
 pub use recent::LastHour;
 pub use registry::{ActiveFunction, Registry};
@@ -39,8 +39,8 @@ pub struct Invocation {
     pub function: Arc<ActiveFunction>,
     pub trigger: Trigger,
     pub request_id: String,
-    /// The W3C trace id this invocation belongs to.
-    pub trace_id: String,
+    /// The invocation's span in its W3C trace (from [`set_context_headers`]).
+    pub trace: wisp_core::SpanContext,
     pub request: http::Request<Bytes>,
     /// Client context for a native function (JSON, as Lambda's `ClientContext`), handed to
     /// the runtime in `Lambda-Runtime-Client-Context`.
@@ -149,6 +149,30 @@ pub struct Invoker {
     changes: tokio::sync::watch::Sender<u64>,
     /// Invocations running on this node now.
     running: std::sync::atomic::AtomicU32,
+    /// The durable event store asynchronous invocations go to, once the node has one.
+    events: std::sync::OnceLock<wisp_events::EventStore>,
+    /// Usage records are written (see [`Invoker::with_metering`]).
+    metering: bool,
+}
+
+/// An asynchronous invocation, stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Accepted {
+    pub event_id: String,
+    pub function: String,
+    /// The trace the event's invocations will belong to.
+    pub trace_id: String,
+}
+
+/// Why an asynchronous invocation was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("this node has no event store: asynchronous invocations are off")]
+    NoEventStore,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storing the event: {0}")]
+    Store(String),
 }
 
 impl Invoker {
@@ -186,6 +210,8 @@ impl Invoker {
             logs,
             metrics,
             running: Default::default(),
+            events: std::sync::OnceLock::new(),
+            metering: true,
         })
     }
 
@@ -213,6 +239,13 @@ impl Invoker {
     /// Changes whenever the deployed functions change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Whether invocations are metered: usage records (and with them the stored spans that
+    /// `wisp trace` and OTLP export read). On by default; off only to measure its cost.
+    pub fn with_metering(mut self, on: bool) -> Self {
+        self.metering = on;
+        self
     }
 
     /// How long compiled code may stay idle in memory (`None`: forever).
@@ -570,7 +603,7 @@ impl Invoker {
                     function: f.name.to_string(),
                     version: f.version,
                     request_id: inv.request_id.clone(),
-                    trace_id: inv.trace_id.clone(),
+                    trace_id: inv.trace.trace_id.clone(),
                     stream,
                     line: line.to_string(),
                 });
@@ -585,8 +618,7 @@ impl Invoker {
         // Loading the component is billed with the run.
         self.meter(
             f,
-            inv.trigger,
-            &inv.request_id,
+            (inv.trigger, &inv.request_id, &inv.trace),
             Metered {
                 start_ms,
                 duration: result.duration,
@@ -595,6 +627,7 @@ impl Invoker {
                 cold,
                 outcome: result.outcome,
                 concurrency,
+                cpu: Some(result.cpu_time),
             },
         );
         if result.outcome != Outcome::Success {
@@ -619,18 +652,68 @@ impl Invoker {
 }
 
 impl Invoker {
+    /// Gives the invoker the node's event store, for [`Invoker::enqueue`].
+    pub fn attach_events(&self, events: wisp_events::EventStore) {
+        let _ = self.events.set(events);
+    }
+
+    /// Stores an asynchronous invocation of `function` durably (fsync'd) and returns its
+    /// event id: the one path `wisp invoke --async`, the API and gateway routes with
+    /// `X-Amz-Invocation-Type: Event` take. The caller's trace (`traceparent` or
+    /// `X-Amzn-Trace-Id` in `headers`) continues in the event's invocations; without one,
+    /// a new trace starts here.
+    pub async fn enqueue(
+        &self,
+        function: &ActiveFunction,
+        payload: &[u8],
+        headers: &http::HeaderMap,
+    ) -> Result<Accepted, EnqueueError> {
+        let events = self.events.get().ok_or(EnqueueError::NoEventStore)?;
+        let caller = incoming_trace(headers)
+            .unwrap_or_else(|| wisp_core::TraceParent::new_root(rand::random(), rand::random()));
+        let payload: &[u8] = if payload.is_empty() { b"{}" } else { payload };
+        let opts = wisp_events::EnqueueOptions {
+            traceparent: Some(caller.header_value()),
+            ..event_options(&function.spec)
+        };
+        let id = events
+            .enqueue_invocation(function.name.as_str(), payload, opts)
+            .await
+            .map_err(|e| match e {
+                wisp_events::EventError::InvalidOption(m) => EnqueueError::Invalid(m),
+                other => EnqueueError::Store(other.to_string()),
+            })?;
+        Ok(Accepted {
+            event_id: id.to_string(),
+            function: function.name.to_string(),
+            trace_id: caller.trace_id,
+        })
+    }
+
     /// Runs one delivery of an asynchronous invocation from the event store, and says how
     /// it went so the store can retry or dead-letter it. The event id is the request id of
     /// every attempt (as on Lambda), and the trace of the call that enqueued it continues.
     pub async fn run_event(&self, event: &wisp_events::Claimed) -> wisp_events::InvokeOutcome {
         use wisp_events::InvokeOutcome;
+        // An event enqueued without a trace (a schedule tick, an upload) gets one from its
+        // id, the same for every attempt: the trace id is the event's UUID, the parent its
+        // last 16 hex digits (standing for the event itself).
+        let own;
+        let traceparent = match event.traceparent.as_deref() {
+            Some(tp) => Some(tp),
+            None => {
+                let hex = event.id.0.simple().to_string();
+                own = format!("00-{hex}-{}-01", &hex[16..]);
+                Some(own.as_str())
+            }
+        };
         let done = self
             .invoke_payload(
                 &event.function,
                 Trigger::Async,
                 event.id.to_string(),
                 Bytes::from(event.payload.clone()),
-                event.traceparent.as_deref(),
+                traceparent,
             )
             .await;
         match done {
@@ -688,12 +771,12 @@ impl Invoker {
         if let Some(tp) = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok()) {
             req.headers_mut().insert("traceparent", tp);
         }
-        let trace_id = set_context_headers(req.headers_mut(), &request_id, None, &[]);
+        let trace = set_context_headers(req.headers_mut(), &request_id, None, &[]);
         self.invoke(Invocation {
             function: f,
             trigger,
             request_id,
-            trace_id,
+            trace,
             request: req,
             client_context: None,
         })
@@ -809,7 +892,7 @@ impl Invoker {
             .invoke(wisp_native::NativeRequest {
                 request_id: inv.request_id.clone(),
                 event,
-                trace_id: inv.trace_id.clone(),
+                trace_header: inv.trace.traceparent().xray_value(),
                 client_context: inv.client_context.clone(),
             })
             .await;
@@ -823,7 +906,7 @@ impl Invoker {
             function: f.name.to_string(),
             version: f.version,
             request_id: inv.request_id.clone(),
-            trace_id: inv.trace_id.clone(),
+            trace_id: inv.trace.trace_id.clone(),
             stream,
             line: text,
         };
@@ -848,8 +931,7 @@ impl Invoker {
         // A runtime's init is reported, not billed (as on Lambda for managed runtimes).
         self.meter(
             f,
-            inv.trigger,
-            &inv.request_id,
+            (inv.trigger, &inv.request_id, &inv.trace),
             Metered {
                 start_ms,
                 duration: result.duration,
@@ -858,6 +940,7 @@ impl Invoker {
                 cold,
                 outcome: result.outcome,
                 concurrency,
+                cpu: result.cpu_time,
             },
         );
         let mut error = result
@@ -908,16 +991,20 @@ impl Invoker {
 }
 
 /// How an asynchronous invocation of this function is delivered: the function's `async`
-/// settings (retries, maximum age, destinations), and a lease longer than one attempt may
-/// take, so a running attempt is never delivered twice.
+/// settings (retries, maximum age, destinations: a function, or `queue:NAME`), and a lease
+/// longer than one attempt may take, so a running attempt is never delivered twice.
 pub fn event_options(spec: &wisp_core::FunctionSpec) -> wisp_events::EnqueueOptions {
     let cfg = spec.async_config.clone().unwrap_or_default();
+    let target = |d: String| match wisp_core::AsyncConfig::destination_queue(&d) {
+        Some(queue) => wisp_events::Target::Queue(queue.to_string()),
+        None => wisp_events::Target::Function(d),
+    };
     wisp_events::EnqueueOptions {
         max_retries: cfg.max_retries,
         max_event_age: Duration::from_secs(cfg.max_event_age_s),
         lease: Some(Duration::from_millis(spec.limits.timeout_ms) + Duration::from_secs(60)),
-        on_success: cfg.on_success.map(wisp_events::Target::Function),
-        on_failure: cfg.on_failure.map(wisp_events::Target::Function),
+        on_success: cfg.on_success.map(target),
+        on_failure: cfg.on_failure.map(target),
         ..Default::default()
     }
 }
@@ -966,17 +1053,26 @@ struct Metered {
     cold: bool,
     outcome: Outcome,
     concurrency: u32,
+    cpu: Option<Duration>,
 }
 
 impl Invoker {
     /// Counts a finished invocation in the function's metrics and writes its usage record:
     /// the same for every executor and trigger.
-    fn meter(&self, f: &ActiveFunction, trigger: Trigger, request_id: &str, m: Metered) {
+    fn meter(
+        &self,
+        f: &ActiveFunction,
+        (trigger, request_id, span): (Trigger, &str, &wisp_core::SpanContext),
+        m: Metered,
+    ) {
         let fm = f
             .metrics
             .get_or_init(|| self.metrics.function(f.name.as_str()));
         fm.invocation(trigger, m.outcome).inc();
         fm.duration.observe(m.duration.as_secs_f64());
+        if !self.metering {
+            return;
+        }
         self.logs.record_usage(UsageRecord {
             request_id: request_id.to_string(),
             function: f.name.to_string(),
@@ -990,6 +1086,8 @@ impl Invoker {
             cold_start: m.cold,
             outcome: m.outcome,
             concurrency: m.concurrency,
+            cpu_us: m.cpu.map(|c| c.as_micros() as u64),
+            span: span.clone(),
         });
     }
 }
@@ -1022,25 +1120,25 @@ pub const ROUTE_HEADER: &str = "x-wisp-route";
 
 /// Sets the headers a function reads its context from (request id, route, path
 /// parameters, W3C `traceparent`), after removing any `x-wisp-*` header a client sent:
-/// those come only from the platform. A valid incoming `traceparent` is continued (the
-/// function gets a child of it); otherwise a new trace starts. Returns the trace id.
+/// those come only from the platform. A valid incoming `traceparent` (or, failing that,
+/// an X-Ray `X-Amzn-Trace-Id`, which Lambda handlers forward) is continued: the
+/// invocation gets a span of its own in that trace, and the function a `traceparent`
+/// naming that span as the parent of whatever it calls. Otherwise a new trace starts.
 pub fn set_context_headers(
     headers: &mut http::HeaderMap,
     request_id: &str,
     route: Option<&str>,
     params: &[(String, String)],
-) -> String {
+) -> wisp_core::SpanContext {
     use http::{HeaderName, HeaderValue};
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(wisp_core::TraceParent::parse);
-    let trace = match incoming {
-        Some(parent) => parent.child(rand::random()),
-        None => wisp_core::TraceParent::new_root(rand::random(), rand::random()),
-    };
-    if let Ok(v) = HeaderValue::from_str(&trace.header_value()) {
+    let incoming = incoming_trace(headers);
+    let span = wisp_core::SpanContext::start(incoming.as_ref(), rand::random(), rand::random());
+    let traceparent = span.traceparent();
+    if let Ok(v) = HeaderValue::from_str(&traceparent.header_value()) {
         headers.insert("traceparent", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&traceparent.xray_value()) {
+        headers.insert("x-amzn-trace-id", v);
     }
     let spoofed: Vec<HeaderName> = headers
         .keys()
@@ -1066,7 +1164,16 @@ pub fn set_context_headers(
             headers.insert(n, v);
         }
     }
-    trace.trace_id
+    span
+}
+
+/// The caller's trace context in a request's headers: a valid W3C `traceparent`, or else
+/// an X-Ray `X-Amzn-Trace-Id` (what Lambda handlers forward from `_X_AMZN_TRACE_ID`).
+pub fn incoming_trace(headers: &http::HeaderMap) -> Option<wisp_core::TraceParent> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("traceparent")
+        .and_then(wisp_core::TraceParent::parse)
+        .or_else(|| header("x-amzn-trace-id").and_then(wisp_core::TraceParent::from_xray))
 }
 
 fn percent_decode(s: &str) -> String {

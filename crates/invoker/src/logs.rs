@@ -53,14 +53,27 @@ impl Default for Retention {
     }
 }
 
+/// Gets every batch of usage records once it is stored (e.g. to export them as spans).
+/// Runs on the writer thread: it must not block.
+pub type UsageListener = Box<dyn FnMut(&[UsageRecord]) + Send>;
+
 impl LogSink {
     /// Starts the writer thread, which also applies `retention` every minute.
     pub fn start(store: Arc<dyn Store>, retention: Retention) -> LogSink {
+        Self::start_with(store, retention, None)
+    }
+
+    /// [`LogSink::start`], handing each stored batch of usage records to `listener`.
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        retention: Retention,
+        listener: Option<UsageListener>,
+    ) -> LogSink {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (written_tx, written) = watch::channel(0u64);
         std::thread::Builder::new()
             .name("wisp-logs".into())
-            .spawn(move || writer(rx, store, retention, written_tx))
+            .spawn(move || writer(rx, store, retention, written_tx, listener))
             .expect("starting the log writer thread");
         LogSink { tx, written }
     }
@@ -95,6 +108,7 @@ fn writer(
     store: Arc<dyn Store>,
     retention: Retention,
     written: watch::Sender<u64>,
+    mut listener: Option<UsageListener>,
 ) {
     let mut next_prune = Instant::now() + PRUNE_EVERY;
     let mut batch: Vec<LogLine> = Vec::new();
@@ -131,6 +145,9 @@ fn writer(
             if !usage.is_empty() {
                 if let Err(e) = store.append_usage(&usage) {
                     tracing::error!("writing {} usage records: {e}", usage.len());
+                }
+                if let Some(listen) = listener.as_mut() {
+                    listen(&usage);
                 }
                 usage.clear();
             }

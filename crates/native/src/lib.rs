@@ -63,6 +63,42 @@ pub struct NativeConfig {
     pub keep_alive: wisp_scaling::Policy,
     /// Size of each instance's private `/tmp`.
     pub tmp_bytes: u64,
+    /// The node's object store, handed to functions with `network: true`.
+    pub s3: Option<S3Access>,
+}
+
+/// What a native function with `network: true` gets to reach the node's S3-compatible
+/// object store, like the keys of a Lambda execution role: `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_ENDPOINT_URL_S3` (which boto3 and the AWS SDKs use
+/// for S3 only, so clients of other AWS services are not redirected).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Access {
+    /// `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl S3Access {
+    /// The variables, which a function's own `env` cannot override.
+    pub fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.clone()),
+            ("AWS_ENDPOINT_URL_S3", self.endpoint.clone()),
+        ]
+    }
+}
+
+/// Never prints the secret (the config ends up in debug logs).
+impl std::fmt::Debug for S3Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Access")
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
 }
 
 impl NativeConfig {
@@ -72,6 +108,7 @@ impl NativeConfig {
             region: "us-east-1".into(),
             keep_alive: wisp_scaling::Policy::default(),
             tmp_bytes: 512 * 1024 * 1024,
+            s3: None,
         }
     }
 }
@@ -272,8 +309,10 @@ pub struct NativeRequest {
     pub request_id: String,
     /// The event the handler receives (JSON).
     pub event: Bytes,
-    /// W3C trace id (32 hex characters), carried to the runtime in X-Ray form.
-    pub trace_id: String,
+    /// The invocation's trace context in X-Ray form
+    /// (`Root=1-…;Parent=<this invocation's span>;Sampled=1`), handed to the runtime in
+    /// `Lambda-Runtime-Trace-Id`; the bootstraps set `_X_AMZN_TRACE_ID` from it.
+    pub trace_header: String,
     pub client_context: Option<String>,
 }
 
@@ -291,6 +330,7 @@ pub struct NativeResult {
     /// The runtime's start (spawn to its first `invocation/next`), on a cold start.
     pub init: Option<Duration>,
     pub max_memory_bytes: Option<u64>,
+    /// CPU time the sandbox used for this invocation (for a failed init: the init's).
     pub cpu_time: Option<Duration>,
 }
 
@@ -375,6 +415,9 @@ struct Instance {
     idle_since: Instant,
     /// When this instance stops if it stays idle (ms on the executor's clock).
     expires_at: u64,
+    /// The sandbox's CPU time when its previous invocation (or its init) ended: this
+    /// invocation's CPU time is what it adds.
+    cpu_mark: Option<Duration>,
     /// Counts the pool's live instances while it exists.
     _live: LiveGuard,
 }
@@ -650,6 +693,14 @@ impl NativePool {
             ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
         ];
         vars.extend(reserved.into_iter().map(|(k, v)| (k.to_string(), v)));
+        // The node's S3 keys, reserved too, for functions that can reach it; a session
+        // token from `env` would not go with them.
+        if f.spec.network
+            && let Some(s3) = &self.exec.config.s3
+        {
+            vars.remove("AWS_SESSION_TOKEN");
+            vars.extend(s3.env().map(|(k, v)| (k.to_string(), v)));
+        }
         let mut env: Vec<(String, String)> = vars.into_iter().collect();
         env.sort();
         let mut ro_mounts: Vec<(PathBuf, PathBuf)> = interp
@@ -731,6 +782,7 @@ impl NativePool {
             api,
             idle_since: Instant::now(),
             expires_at: u64::MAX,
+            cpu_mark: None,
             _live: live,
         })
     }
@@ -833,10 +885,14 @@ impl NativePool {
             id: req.request_id.clone(),
             event: req.event,
             deadline_ms: now_ms() + self.f.limits.timeout_ms as i64,
-            trace_header: xray_header(&req.trace_id),
+            trace_header: req.trace_header,
             client_context: req.client_context,
             reply: reply_tx,
         };
+        if inst.cpu_mark.is_none() {
+            // The first invocation of this instance: its init's CPU time is not its own.
+            inst.cpu_mark = inst.stats().await.cpu_time;
+        }
         let started = Instant::now();
         let outcome = if inst.queue.send(pending).await.is_err() {
             Err((
@@ -868,6 +924,11 @@ impl NativePool {
         let duration = started.elapsed();
         let logs = inst.output.take().await;
         let stats = inst.stats().await;
+        let cpu_time = match (stats.cpu_time, inst.cpu_mark) {
+            (Some(now), Some(mark)) => Some(now.saturating_sub(mark)),
+            _ => None,
+        };
+        inst.cpu_mark = stats.cpu_time;
         let mut result = NativeResult {
             outcome: Outcome::Success,
             payload: None,
@@ -876,7 +937,7 @@ impl NativePool {
             duration,
             init: init_duration,
             max_memory_bytes: stats.memory_peak,
-            cpu_time: stats.cpu_time,
+            cpu_time,
         };
         match outcome {
             Ok(body) => result.payload = Some(body),
@@ -961,31 +1022,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A W3C trace id in AWS X-Ray form: `Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=1`.
-pub fn xray_header(trace_id: &str) -> String {
-    if trace_id.len() != 32 {
-        return String::new();
-    }
-    let parent: u64 = rand_u64();
-    format!(
-        "Root=1-{}-{};Parent={parent:016x};Sampled=1",
-        &trace_id[..8],
-        &trace_id[8..]
-    )
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
 /// Lambda's lines around an invocation's output: `START`, `END` and `REPORT`.
 pub fn report_lines(
     request_id: &str,
@@ -1023,14 +1059,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn xray_header_splits_the_trace_id() {
-        let h = xray_header("0af7651916cd43dd8448eb211c80319c");
+    fn s3_access_gives_the_sdk_variables_and_hides_the_secret_from_debug() {
+        let s3 = S3Access {
+            endpoint: "http://127.0.0.1:9000".into(),
+            access_key_id: "WISPKEY".into(),
+            secret_access_key: "s3cr3t".into(),
+        };
+        let env: HashMap<_, _> = s3.env().into_iter().collect();
+        assert_eq!(env["AWS_ENDPOINT_URL_S3"], "http://127.0.0.1:9000");
+        assert_eq!(env["AWS_ACCESS_KEY_ID"], "WISPKEY");
+        assert_eq!(env["AWS_SECRET_ACCESS_KEY"], "s3cr3t");
+        let mut config = NativeConfig::new(Path::new("/data"));
+        config.s3 = Some(s3);
+        let printed = format!("{config:?}");
         assert!(
-            h.starts_with("Root=1-0af76519-16cd43dd8448eb211c80319c;Parent="),
-            "{h}"
+            printed.contains("WISPKEY") && !printed.contains("s3cr3t"),
+            "{printed}"
         );
-        assert!(h.ends_with(";Sampled=1"));
-        assert_eq!(xray_header(""), "");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct LogQuery {
     pub grep: Option<String>,
     /// Only lines of invocations in this trace.
     pub trace_id: Option<String>,
+    /// Only lines of this version of the function.
+    pub version: Option<u32>,
+    /// Only lines before this Unix time (ms).
+    pub until_ms: Option<i64>,
     /// At most this many lines, returned oldest first: the newest ones, or with
     /// `after_id` the first ones after it.
     pub limit: usize,
@@ -91,6 +95,8 @@ pub struct UsageRow {
     pub cold_starts: u64,
     /// The most invocations running at once on the node, seen at any start in the group.
     pub peak_concurrency: u32,
+    /// CPU time used, where measured.
+    pub cpu_ms: f64,
 }
 
 /// Durable platform state. Implementations must make every method atomic.
@@ -122,6 +128,9 @@ pub trait Store: Send + Sync + 'static {
     fn append_usage(&self, records: &[UsageRecord]) -> Result<()>;
     /// Sums of the hourly aggregates from `since_ms` (rounded down to the hour) to now.
     fn usage(&self, since_ms: i64, by: UsageGroup) -> Result<Vec<UsageRow>>;
+    /// The invocations of one trace, by trace id or by the request id of one of its
+    /// invocations, in start order (empty when unknown or pruned).
+    fn trace(&self, id: &str) -> Result<Vec<UsageRecord>>;
     /// Saves functions' idle-time histograms (the adaptive keep-alive's memory), as JSON,
     /// replacing earlier ones: they outlive restarts and versions.
     fn put_idle_histograms(&self, histograms: &[(String, String)]) -> Result<()>;

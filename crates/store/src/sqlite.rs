@@ -61,7 +61,11 @@ CREATE TABLE IF NOT EXISTS invocations (
     init_us INTEGER NOT NULL,
     cold_start INTEGER NOT NULL,
     outcome TEXT NOT NULL,
-    concurrency INTEGER NOT NULL
+    concurrency INTEGER NOT NULL,
+    cpu_us INTEGER,
+    trace_id TEXT NOT NULL DEFAULT '',
+    span_id TEXT NOT NULL DEFAULT '',
+    parent_span_id TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations (start_ms);
 CREATE TABLE IF NOT EXISTS usage_hourly (
@@ -75,6 +79,7 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     duration_us INTEGER NOT NULL,
     cold_starts INTEGER NOT NULL,
     peak_concurrency INTEGER NOT NULL,
+    cpu_us INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (function, trigger, hour_ms)
 );
 CREATE TABLE IF NOT EXISTS idle_histograms (
@@ -85,6 +90,30 @@ CREATE TABLE IF NOT EXISTS idle_histograms (
 CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (ts_ms);
 "#;
+
+/// An `invocations` row (trigger and outcome are set by the caller, from columns 3 and 10).
+fn usage_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRecord> {
+    Ok(UsageRecord {
+        request_id: r.get(0)?,
+        function: r.get(1)?,
+        version: r.get(2)?,
+        trigger: wisp_core::Trigger::Api,
+        start_ms: r.get(4)?,
+        duration_us: r.get::<_, i64>(5)? as u64,
+        billed_ms: r.get::<_, i64>(6)? as u64,
+        memory_mb: r.get::<_, i64>(7)? as u64,
+        init_us: r.get::<_, i64>(8)? as u64,
+        cold_start: r.get(9)?,
+        outcome: wisp_core::Outcome::Success,
+        concurrency: r.get(11)?,
+        cpu_us: r.get::<_, Option<i64>>(12)?.map(|c| c as u64),
+        span: wisp_core::SpanContext {
+            trace_id: r.get(13)?,
+            span_id: r.get(14)?,
+            parent_span_id: r.get(15)?,
+        },
+    })
+}
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -122,14 +151,29 @@ impl SqliteStore {
             c.busy_timeout(std::time::Duration::from_secs(5))?;
             c.execute_batch(schema)?;
         }
-        // Databases made before log lines carried a trace id get the column.
-        let has_trace: bool = logs
-            .prepare("SELECT 1 FROM pragma_table_info('logs') WHERE name = 'trace_id'")?
-            .exists([])?;
-        if !has_trace {
-            logs.execute_batch("ALTER TABLE logs ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''")?;
+        // Databases made by earlier versions get the columns added since.
+        for (table, column, decl) in [
+            ("logs", "trace_id", "TEXT NOT NULL DEFAULT ''"),
+            ("invocations", "cpu_us", "INTEGER"),
+            ("invocations", "trace_id", "TEXT NOT NULL DEFAULT ''"),
+            ("invocations", "span_id", "TEXT NOT NULL DEFAULT ''"),
+            ("invocations", "parent_span_id", "TEXT"),
+            ("usage_hourly", "cpu_us", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            let has: bool = logs
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
+                ))?
+                .exists([])?;
+            if !has {
+                logs.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
         }
-        logs.execute_batch("CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id)")?;
+        logs.execute_batch(
+            "CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id);
+             CREATE INDEX IF NOT EXISTS invocations_by_trace ON invocations (trace_id);
+             CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations (request_id);",
+        )?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             logs: Mutex::new(logs),
@@ -369,6 +413,8 @@ impl Store for SqliteStore {
                AND (?4 IS NULL OR id > ?4)
                AND (?6 IS NULL OR instr(line, ?6) > 0)
                AND (?7 IS NULL OR trace_id = ?7)
+               AND (?8 IS NULL OR version = ?8)
+               AND (?9 IS NULL OR ts_ms < ?9)
              ORDER BY id {} LIMIT ?5",
             if forward { "ASC" } else { "DESC" }
         );
@@ -383,7 +429,9 @@ impl Store for SqliteStore {
                     q.after_id,
                     limit,
                     q.grep,
-                    q.trace_id
+                    q.trace_id,
+                    q.version,
+                    q.until_ms
                 ],
                 |r| {
                     let stream: String = r.get(5)?;
@@ -440,13 +488,14 @@ impl Store for SqliteStore {
         {
             let mut raw = tx.prepare_cached(
                 "INSERT INTO invocations (request_id, function, version, trigger, start_ms,
-                    duration_us, billed_ms, memory_mb, init_us, cold_start, outcome, concurrency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    duration_us, billed_ms, memory_mb, init_us, cold_start, outcome, concurrency,
+                    cpu_us, trace_id, span_id, parent_span_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let mut hourly = tx.prepare_cached(
                 "INSERT INTO usage_hourly (function, trigger, hour_ms, invocations, errors,
-                    billed_ms, gb_seconds, duration_us, cold_starts, peak_concurrency)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                    billed_ms, gb_seconds, duration_us, cold_starts, peak_concurrency, cpu_us)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (function, trigger, hour_ms) DO UPDATE SET
                     invocations = invocations + 1,
                     errors = errors + excluded.errors,
@@ -454,6 +503,7 @@ impl Store for SqliteStore {
                     gb_seconds = gb_seconds + excluded.gb_seconds,
                     duration_us = duration_us + excluded.duration_us,
                     cold_starts = cold_starts + excluded.cold_starts,
+                    cpu_us = cpu_us + excluded.cpu_us,
                     peak_concurrency = max(peak_concurrency, excluded.peak_concurrency)",
             )?;
             for r in records {
@@ -474,6 +524,10 @@ impl Store for SqliteStore {
                     r.cold_start,
                     outcome,
                     r.concurrency,
+                    r.cpu_us.map(|c| c as i64),
+                    r.span.trace_id,
+                    r.span.span_id,
+                    r.span.parent_span_id,
                 ])?;
                 let hour_ms = r.start_ms - r.start_ms.rem_euclid(3_600_000);
                 let error = r.outcome != wisp_core::Outcome::Success;
@@ -487,6 +541,7 @@ impl Store for SqliteStore {
                     r.duration_us as i64,
                     r.cold_start as i64,
                     r.concurrency,
+                    r.cpu_us.unwrap_or(0) as i64,
                 ])?;
             }
         }
@@ -503,7 +558,7 @@ impl Store for SqliteStore {
         };
         let sql = format!(
             "SELECT {key} AS k, SUM(invocations), SUM(errors), SUM(billed_ms), SUM(gb_seconds),
-                    SUM(duration_us), SUM(cold_starts), MAX(peak_concurrency)
+                    SUM(duration_us), SUM(cold_starts), MAX(peak_concurrency), SUM(cpu_us)
              FROM usage_hourly WHERE hour_ms >= ?1 GROUP BY k ORDER BY k"
         );
         let since_hour = since_ms - since_ms.rem_euclid(3_600_000);
@@ -519,10 +574,49 @@ impl Store for SqliteStore {
                     duration_ms: r.get::<_, i64>(5)? as f64 / 1000.0,
                     cold_starts: r.get::<_, i64>(6)? as u64,
                     peak_concurrency: r.get::<_, i64>(7)? as u32,
+                    cpu_ms: r.get::<_, i64>(8)? as f64 / 1000.0,
                 })
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    fn trace(&self, id: &str) -> Result<Vec<UsageRecord>> {
+        let conn = self.logs_conn();
+        // A request id names the trace its (first) invocation belongs to.
+        let trace_id: Option<String> = conn
+            .query_row(
+                "SELECT trace_id FROM invocations WHERE (trace_id = ?1 OR request_id = ?1)
+                    AND trace_id != '' ORDER BY start_ms LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(trace_id) = trace_id else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare(
+            "SELECT request_id, function, version, trigger, start_ms, duration_us, billed_ms,
+                    memory_mb, init_us, cold_start, outcome, concurrency, cpu_us, trace_id,
+                    span_id, parent_span_id
+             FROM invocations WHERE trace_id = ?1 ORDER BY start_ms, rowid LIMIT 10000",
+        )?;
+        let rows = stmt
+            .query_map([&trace_id], |r| {
+                let trigger: String = r.get(3)?;
+                let outcome: String = r.get(10)?;
+                Ok((trigger, outcome, usage_record(r)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(trigger, outcome, mut rec)| {
+                rec.trigger =
+                    serde_json::from_value(serde_json::Value::String(trigger)).map_err(corrupt)?;
+                rec.outcome =
+                    serde_json::from_value(serde_json::Value::String(outcome)).map_err(corrupt)?;
+                Ok(rec)
+            })
+            .collect()
     }
 
     fn prune_logs(&self, keep_per_function: usize, older_than_ms: i64) -> Result<usize> {
@@ -674,6 +768,51 @@ mod tests {
     }
 
     #[test]
+    fn logs_filter_by_version_and_time_window() {
+        let s = SqliteStore::in_memory().unwrap();
+        let line = |rid: &str, version: u32, ts: i64| LogLine {
+            id: 0,
+            ts_ms: ts,
+            function: "a".into(),
+            version,
+            request_id: rid.into(),
+            trace_id: String::new(),
+            stream: LogStream::Stdout,
+            line: rid.into(),
+        };
+        s.append_logs(&[
+            line("r1", 1, 10),
+            line("r2", 1, 20),
+            line("r3", 2, 30),
+            line("r4", 2, 40),
+        ])
+        .unwrap();
+        let ids = |q: LogQuery| -> Vec<String> {
+            s.logs(&q)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.request_id)
+                .collect()
+        };
+        assert_eq!(
+            ids(LogQuery {
+                function: Some("a".into()),
+                version: Some(2),
+                ..Default::default()
+            }),
+            ["r3", "r4"]
+        );
+        assert_eq!(
+            ids(LogQuery {
+                since_ms: Some(20),
+                until_ms: Some(40),
+                ..Default::default()
+            }),
+            ["r2", "r3"]
+        );
+    }
+
+    #[test]
     fn logs_filter_page_and_prune() {
         let s = SqliteStore::in_memory().unwrap();
         let line = |f: &str, rid: &str, ts: i64| LogLine {
@@ -789,6 +928,8 @@ mod tests {
             cold_start: start_ms == 0,
             outcome,
             concurrency: (start_ms / 1000) as u32 + 1,
+            cpu_us: Some(us / 2),
+            span: wisp_core::SpanContext::default(),
         };
         let day = 86_400_000;
         s.append_usage(&[
@@ -813,6 +954,53 @@ mod tests {
             ["1970-01-01", "1970-01-02"]
         );
         assert_eq!(s.usage(day, UsageGroup::Trigger).unwrap()[0].invocations, 1);
+    }
+
+    #[test]
+    fn a_trace_is_found_by_its_id_or_a_request_id() {
+        let s = SqliteStore::in_memory().unwrap();
+        let rec =
+            |req: &str, trace: &str, span: &str, parent: Option<&str>, start_ms| UsageRecord {
+                request_id: req.into(),
+                function: format!("fn-{req}"),
+                version: 2,
+                trigger: wisp_core::Trigger::Async,
+                start_ms,
+                duration_us: 1500,
+                billed_ms: 2,
+                memory_mb: 128,
+                init_us: 0,
+                cold_start: false,
+                outcome: wisp_core::Outcome::Timeout,
+                concurrency: 1,
+                cpu_us: Some(700),
+                span: wisp_core::SpanContext {
+                    trace_id: trace.into(),
+                    span_id: span.into(),
+                    parent_span_id: parent.map(str::to_string),
+                },
+            };
+        let t = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let other = "0af7651916cd43dd8448eb211c80319c";
+        s.append_usage(&[
+            rec("c", t, "3333333333333333", Some("2222222222222222"), 30),
+            rec("a", t, "1111111111111111", None, 10),
+            rec("x", other, "9999999999999999", None, 20),
+            rec("b", t, "2222222222222222", Some("1111111111111111"), 20),
+        ])
+        .unwrap();
+        let by_trace = s.trace(t).unwrap();
+        let ids: Vec<&str> = by_trace.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(
+            by_trace[1],
+            rec("b", t, "2222222222222222", Some("1111111111111111"), 20)
+        );
+        assert_eq!(s.trace("b").unwrap(), by_trace);
+        assert_eq!(s.trace("x").unwrap().len(), 1);
+        assert!(s.trace("nope").unwrap().is_empty());
+        let usage = s.usage(0, UsageGroup::Trigger).unwrap();
+        assert_eq!(usage[0].cpu_ms, 2.8);
     }
 
     #[test]

@@ -10,14 +10,21 @@ use wisp_core::LogLine;
 /// notes on failures, each with its request id.
 #[derive(clap::Args)]
 pub struct Logs {
-    /// The function's name.
-    pub name: String,
+    /// The function's name. Optional with `--trace-id` or `--request-id`: the lines of
+    /// every function in that trace or request.
+    pub name: Option<String>,
     /// Keep printing new lines as they arrive.
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// Only lines from this far back, e.g. `10m`, `2h`, `1d`.
     #[arg(long)]
     pub since: Option<String>,
+    /// Only lines from before this long ago (with --since: a time window), e.g. `1h`.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only lines of this version of the function.
+    #[arg(long)]
+    pub version: Option<u32>,
     /// Only lines of this request.
     #[arg(long)]
     pub request_id: Option<String>,
@@ -39,23 +46,38 @@ pub struct Logs {
 
 impl Logs {
     pub async fn execute(self) -> Result<ExitCode> {
-        ensure_name(&self.name)?;
-        if let Some(s) = &self.since {
-            humantime::parse_duration(s).with_context(|| {
-                format!("--since `{s}` is not a duration: write e.g. `30s`, `10m`, `2h` or `1d`")
-            })?;
+        if self.name.is_none() && self.trace_id.is_none() && self.request_id.is_none() {
+            anyhow::bail!(
+                "name the function (`wisp logs NAME`), or give --trace-id or --request-id for the lines of every function in it"
+            );
+        }
+        if let Some(name) = &self.name {
+            ensure_name(name)?;
+        }
+        for (flag, value) in [("--since", &self.since), ("--until", &self.until)] {
+            if let Some(s) = value {
+                humantime::parse_duration(s).with_context(|| {
+                    format!("{flag} `{s}` is not a duration: write e.g. `30s`, `10m`, `2h` or `1d`")
+                })?;
+            }
         }
         let client = Client::new(&self.api)?;
-        // Fail early and clearly if the function does not exist.
-        client
-            .get::<serde_json::Value>(&format!("/v1/functions/{}", self.name))
-            .await?;
-        let mut query: Vec<(&str, String)> = vec![
-            ("function", self.name.clone()),
-            ("limit", self.limit.to_string()),
-        ];
+        let mut query: Vec<(&str, String)> = vec![("limit", self.limit.to_string())];
+        if let Some(name) = &self.name {
+            // Fail early and clearly if the function does not exist.
+            client
+                .get::<serde_json::Value>(&format!("/v1/functions/{name}"))
+                .await?;
+            query.push(("function", name.clone()));
+        }
         if let Some(s) = &self.since {
             query.push(("since", s.clone()));
+        }
+        if let Some(u) = &self.until {
+            query.push(("until", u.clone()));
+        }
+        if let Some(v) = self.version {
+            query.push(("version", v.to_string()));
         }
         if let Some(r) = &self.request_id {
             query.push(("request_id", r.clone()));

@@ -10,6 +10,7 @@ pub mod rm;
 pub mod rollback;
 pub mod s3;
 pub mod scale;
+pub mod trace;
 pub mod up;
 pub mod usage;
 pub mod versions;

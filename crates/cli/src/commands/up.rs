@@ -75,12 +75,28 @@ pub struct Up {
     /// Node log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export every invocation as a span over OTLP/HTTP to this collector, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is added). Spans are kept locally for
+    /// `wisp trace` either way.
+    #[arg(long, env = "WISP_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Meter invocations (usage records, cost, stored spans). `false` only to measure what
+    /// metering costs: usage, cost and traces then stay empty.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    pub metering: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// This host's name, for the spans' `host.name`.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "wisp".into())
 }
 
 fn parse_keep_alive(s: &str) -> Result<wisp_scaling::Policy, String> {
@@ -205,6 +221,20 @@ fn load_or_create_s3_keys(data_dir: &Path) -> Result<(String, String)> {
     Ok((id, secret))
 }
 
+/// Where a client on this machine connects to a listener bound to `addr`: loopback for a
+/// wildcard address (`--s3 0.0.0.0:9000`).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
 fn base64_secret() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
@@ -214,48 +244,92 @@ fn base64_secret() -> String {
 
 /// Turns object-storage events into async invocations of the functions whose `s3:`
 /// triggers match: Lambda's S3 notification (`{"Records": [...]}`) for native functions,
-/// a CloudEvent carrying the same record for WebAssembly ones.
-async fn route_object_events(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<wisp_objects::ObjectEvent>,
+/// a CloudEvent carrying the same record for WebAssembly ones. The S3 request that made
+/// the change is answered only once every one of them is durably enqueued (fsynced), so
+/// a node that dies after "200 OK" still runs the triggers when it comes back; if an
+/// enqueue fails, the request fails (503) and the client's retry triggers again.
+struct ObjectTriggers {
     invoker: Arc<Invoker>,
     events: wisp_events::EventStore,
     region: String,
-) {
-    while let Some(ev) = rx.recv().await {
-        let registry = invoker.registry();
-        let created = matches!(ev.kind, wisp_objects::EventKind::ObjectCreated(_));
-        for f in registry.functions() {
-            let wanted = f.spec.object_triggers.iter().any(|t| {
-                t.bucket == ev.bucket
-                    && ev.key.starts_with(&t.prefix)
-                    && ev.key.ends_with(&t.suffix)
-                    && if created { t.created } else { t.removed }
-            });
-            if !wanted {
-                continue;
-            }
-            let record = wisp_objects::s3_notification_record(&ev, &region);
-            let payload = if f.spec.native.is_some() {
-                serde_json::to_vec(&serde_json::json!({ "Records": [record] })).unwrap_or_default()
-            } else {
-                wisp_events::envelope::CloudEvent::new(
-                    ev.sequencer.clone(),
-                    format!("wisp:s3:{}", ev.bucket),
-                    format!("wisp.s3.{}", ev.kind.event_name()),
-                )
-                .with_subject(ev.key.clone())
-                .with_json(record)
-                .to_json()
-            };
-            let opts = wisp_invoker::event_options(&f.spec);
-            if let Err(e) = events
-                .enqueue_invocation(f.name.as_str(), &payload, opts)
-                .await
-            {
-                tracing::error!(function = %f.name, bucket = %ev.bucket, key = %ev.key, "object event not delivered: {e}");
-            }
+    /// `send` runs on the object store's blocking threads; enqueues run on the node's
+    /// runtime.
+    runtime: tokio::runtime::Handle,
+}
+
+impl wisp_objects::EventSink for ObjectTriggers {
+    fn send(&self, ev: wisp_objects::ObjectEvent) -> wisp_objects::Ack {
+        // Matched against the functions deployed when the change committed.
+        let invocations = route_object_event(&self.invoker.registry(), &ev, &self.region);
+        if invocations.is_empty() {
+            return wisp_objects::Ack::done();
         }
+        let (acker, ack) = wisp_objects::Ack::pending();
+        let events = self.events.clone();
+        // Spawned, not awaited by the request: a client that hangs up does not stop it.
+        self.runtime.spawn(async move {
+            let enqueues = invocations.into_iter().map(|(function, payload, opts)| {
+                let events = events.clone();
+                async move {
+                    events
+                        .enqueue_invocation(&function, &payload, opts)
+                        .await
+                        .map_err(|e| format!("function {function}: {e}"))
+                }
+            });
+            let result = futures::future::join_all(enqueues)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, String>>()
+                .map(drop);
+            if let Err(e) = &result {
+                tracing::error!(bucket = %ev.bucket, key = %ev.key, "object event not enqueued: {e}");
+            }
+            acker.ack(result);
+        });
+        ack
     }
+}
+
+/// The async invocations one object event makes: (function, payload, options) for every
+/// function whose `s3:` triggers match its bucket, key prefix and suffix, and kind.
+fn route_object_event(
+    registry: &wisp_invoker::Registry,
+    ev: &wisp_objects::ObjectEvent,
+    region: &str,
+) -> Vec<(String, Vec<u8>, wisp_events::EnqueueOptions)> {
+    let created = matches!(ev.kind, wisp_objects::EventKind::ObjectCreated(_));
+    let mut out = Vec::new();
+    for f in registry.functions() {
+        let wanted = f.spec.object_triggers.iter().any(|t| {
+            t.bucket == ev.bucket
+                && ev.key.starts_with(&t.prefix)
+                && ev.key.ends_with(&t.suffix)
+                && if created { t.created } else { t.removed }
+        });
+        if !wanted {
+            continue;
+        }
+        let record = wisp_objects::s3_notification_record(ev, region);
+        let payload = if f.spec.native.is_some() {
+            serde_json::to_vec(&serde_json::json!({ "Records": [record] })).unwrap_or_default()
+        } else {
+            wisp_events::envelope::CloudEvent::new(
+                ev.sequencer.clone(),
+                format!("wisp:s3:{}", ev.bucket),
+                format!("wisp.s3.{}", ev.kind.event_name()),
+            )
+            .with_subject(ev.key.clone())
+            .with_json(record)
+            .to_json()
+        };
+        out.push((
+            f.name.to_string(),
+            payload,
+            wisp_invoker::event_options(&f.spec),
+        ));
+    }
+    out
 }
 
 /// Keeps one poller per function with a `queue:` subscription, matching the registry.
@@ -422,7 +496,7 @@ fn schedule_defs(registry: &wisp_invoker::Registry) -> Vec<wisp_events::Schedule
 
 /// The sandboxes native functions run in. A protection this host cannot give is said
 /// out loud at start (and by `wisp doctor`), never skipped silently.
-fn start_native(up: &Up) -> Result<Arc<wisp_native::NativeExecutor>> {
+fn start_native(up: &Up, s3: wisp_native::S3Access) -> Result<Arc<wisp_native::NativeExecutor>> {
     let exe = std::env::current_exe().context("finding the wisp executable")?;
     let sandboxes = Arc::new(
         wisp_sandbox::Sandboxes::new(exe).context("setting up sandboxes for native functions")?,
@@ -437,6 +511,7 @@ fn start_native(up: &Up) -> Result<Arc<wisp_native::NativeExecutor>> {
     let mut config = wisp_native::NativeConfig::new(&up.data_dir);
     config.keep_alive = up.native_keep_alive;
     config.region = up.region.clone();
+    config.s3 = Some(s3);
     Ok(Arc::new(
         wisp_native::NativeExecutor::new(sandboxes, config)
             .context("writing the native runtimes' bootstraps")?,
@@ -478,8 +553,25 @@ impl Up {
             keep_resident_bytes: usize::try_from(self.keep_resident).unwrap_or(usize::MAX),
             ..ExecutorConfig::default()
         })?);
-        let logs = LogSink::start(store.clone(), Retention::default());
-        let native = start_native(&self)?;
+        let exporter = match &self.otlp_endpoint {
+            Some(endpoint) => Some(crate::otlp::start(endpoint, &node_name())?),
+            None => None,
+        };
+        let logs = LogSink::start_with(store.clone(), Retention::default(), exporter);
+        // The object store's address and keys, which native functions with network access
+        // get (its API starts further down, once the invoker exists).
+        let s3 = bind(self.s3, "object storage API", "--s3").await?;
+        let s3_addr = s3.local_addr()?;
+        let (key_id, secret) = load_or_create_s3_keys(&self.data_dir)?;
+        let s3_endpoint = format!("http://{}", reachable(s3_addr));
+        let native = start_native(
+            &self,
+            wisp_native::S3Access {
+                endpoint: s3_endpoint.clone(),
+                access_key_id: key_id.clone(),
+                secret_access_key: secret.clone(),
+            },
+        )?;
         let budget_mb = self
             .memory_budget
             .map(|b| b / (1024 * 1024))
@@ -487,6 +579,7 @@ impl Up {
         let invoker = Arc::new(
             Invoker::new(executor, Some(native), store, artifacts, logs.clone())?
                 .with_unload_after((!self.unload_after.is_zero()).then_some(self.unload_after))
+                .with_metering(self.metering)
                 .with_scheduling(
                     budget_mb,
                     wisp_invoker::QueueConfig {
@@ -503,12 +596,6 @@ impl Up {
         let api_addr = api.local_addr()?;
         let shutdown = shutdown_signal();
 
-        let gateway = tokio::spawn(wisp_gateway::serve(
-            http,
-            invoker.clone(),
-            wait(shutdown.clone()),
-            self.shutdown_grace,
-        ));
         // Asynchronous invocations: durable events, run by a dispatcher through the same
         // invoker, retried and dead-lettered by the store.
         let events = wisp_events::EventStore::open(
@@ -517,6 +604,13 @@ impl Up {
             wisp_events::StoreConfig::default(),
         )
         .map_err(|e| anyhow::anyhow!("opening the event store: {e}"))?;
+        invoker.attach_events(events.clone());
+        let gateway = tokio::spawn(wisp_gateway::serve(
+            http,
+            invoker.clone(),
+            wait(shutdown.clone()),
+            self.shutdown_grace,
+        ));
         let dispatcher = {
             let invoker = invoker.clone();
             let invoke: wisp_events::InvokeFn = Arc::new(move |event| {
@@ -555,15 +649,10 @@ impl Up {
             self.region.clone(),
         ));
         // Object storage: its events become async invocations of the functions that
-        // subscribe to them.
-        let s3 = bind(self.s3, "object storage API", "--s3").await?;
-        let s3_addr = s3.local_addr()?;
+        // subscribe to them, durable before the S3 request is answered.
         // For `wisp s3 credentials`, which prints the endpoint with the keys.
-        std::fs::write(
-            self.data_dir.join("s3-endpoint"),
-            format!("http://{s3_addr}"),
-        )
-        .with_context(|| format!("writing {}", self.data_dir.join("s3-endpoint").display()))?;
+        std::fs::write(self.data_dir.join("s3-endpoint"), &s3_endpoint)
+            .with_context(|| format!("writing {}", self.data_dir.join("s3-endpoint").display()))?;
         let objects = Arc::new(
             wisp_objects::ObjectStore::open(
                 self.data_dir.join("objects"),
@@ -574,18 +663,16 @@ impl Up {
             )
             .map_err(|e| anyhow::anyhow!("opening the object store: {e}"))?,
         );
-        let (key_id, secret) = load_or_create_s3_keys(&self.data_dir)?;
-        let (object_events, object_rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(route_object_events(
-            object_rx,
-            invoker.clone(),
-            events.clone(),
-            self.region.clone(),
-        ));
+        let object_triggers = ObjectTriggers {
+            invoker: invoker.clone(),
+            events: events.clone(),
+            region: self.region.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
         let s3_router = wisp_objects::router(
             objects,
             Arc::new(wisp_objects::StaticCredentials::new().with(key_id, secret)),
-            Arc::new(object_events),
+            Arc::new(object_triggers),
         );
         let s3_shutdown = shutdown.clone();
         let s3_server = tokio::spawn(async move {

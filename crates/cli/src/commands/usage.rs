@@ -48,6 +48,7 @@ impl Usage {
                 r["errors"].to_string(),
                 format!("{:.3}", r["billed_ms"].as_f64().unwrap_or(0.0) / 1000.0),
                 format!("{:.4}", r["gb_seconds"].as_f64().unwrap_or(0.0)),
+                format!("{:.3}", r["cpu_ms"].as_f64().unwrap_or(0.0) / 1000.0),
                 r["cold_starts"].to_string(),
                 r["peak_concurrency"].to_string(),
             ]
@@ -64,6 +65,7 @@ impl Usage {
                 "ERRORS",
                 "BILLED S",
                 "GB-S",
+                "CPU S",
                 "COLD",
                 "PEAK",
             ],

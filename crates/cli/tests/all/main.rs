@@ -14,4 +14,5 @@ mod metrics;
 mod native;
 mod routing;
 mod scaling;
+mod traces;
 mod usage;

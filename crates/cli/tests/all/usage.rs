@@ -61,3 +61,73 @@ fn usage_sums_billed_time_and_gb_seconds_of_a_known_workload() {
     let err = node.wisp_err(&["usage", "--since", "lately"]);
     assert!(err.contains("not a duration"), "{err}");
 }
+
+#[test]
+fn cpu_time_is_metered_apart_from_wall_time_for_wasm_and_native() {
+    use crate::native::{native, with_host_runtimes};
+    let node = Node::start();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: cpu
+functions:
+  spin:
+    source: {spin}
+    routes: ["GET /spin"]
+    limits:
+      timeout: 600ms
+  nap:
+    source: {sleep}
+    routes: ["GET /nap"]
+  burn:
+    source: {chain}
+    runtime: python3.11
+    handler: app.handler
+  rest:
+    source: {chain}
+    runtime: python3.11
+    handler: app.handler
+"#,
+        spin = src("spin_loop"),
+        sleep = src("sleep"),
+        chain = native("python-chain"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    assert_eq!(node.get("/spin").0, 504);
+    assert_eq!(node.get("/nap?ms=400").0, 200);
+    node.wisp_ok(&["invoke", "burn", "-d", r#"{"burn_ms": 400}"#]);
+    node.wisp_ok(&["invoke", "rest", "-d", r#"{"sleep_ms": 400}"#]);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&node.wisp_ok(&["usage", "--json"])).unwrap();
+    let cpu = |f: &str| {
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == f)
+            .unwrap_or_else(|| panic!("no usage of {f}: {report}"));
+        let billed = row["billed_ms"].as_f64().unwrap();
+        (row["cpu_ms"].as_f64().unwrap(), billed)
+    };
+    // A guest spinning until its timeout uses CPU for most of it; a sleeping one hardly
+    // any, though it is billed for the wall time.
+    let (spin, spin_billed) = cpu("spin");
+    assert!(
+        spin >= 200.0 && spin <= spin_billed + 50.0,
+        "spin: {spin} of {spin_billed}"
+    );
+    let (nap, nap_billed) = cpu("nap");
+    assert!(
+        nap_billed >= 400.0 && nap < 100.0,
+        "nap: {nap} of {nap_billed}"
+    );
+    // Native: the sandbox's cgroup, per invocation (the runtime's start is not counted).
+    let (burn, _) = cpu("burn");
+    assert!(burn >= 350.0, "burn_ms 400 used {burn} ms of CPU");
+    let (rest, rest_billed) = cpu("rest");
+    assert!(
+        rest_billed >= 400.0 && rest < 150.0,
+        "rest: {rest} of {rest_billed}"
+    );
+    let text = node.wisp_ok(&["usage"]);
+    assert!(text.contains("CPU S"), "{text}");
+}
