@@ -79,6 +79,7 @@ s3_errors! {
     method_not_allowed => METHOD_NOT_ALLOWED, "MethodNotAllowed";
     not_implemented => NOT_IMPLEMENTED, "NotImplemented";
     internal => INTERNAL_SERVER_ERROR, "InternalError";
+    service_unavailable => SERVICE_UNAVAILABLE, "ServiceUnavailable";
 }
 
 impl S3Error {

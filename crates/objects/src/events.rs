@@ -76,15 +76,75 @@ pub struct ObjectEvent {
 }
 
 /// Where events go. The node turns them into function invocations.
+///
+/// The request that made a change is answered only once the [`Ack`] that `send` returned
+/// for each of its events has resolved: a sink that acknowledges only after it has stored
+/// what the event triggers durably makes "200 OK" mean "the trigger will run" (at least
+/// once). A failed acknowledgement fails the request with 503 `ServiceUnavailable`; the
+/// change itself stands, and the client's retry emits the event again.
 pub trait EventSink: Send + Sync {
-    /// Called with the store's commit lock held: must not block.
-    fn send(&self, event: ObjectEvent);
+    /// Called once the change is durable, with the store's commit lock held: must not
+    /// block (hand slow work to a task and answer through [`Ack::pending`]).
+    fn send(&self, event: ObjectEvent) -> Ack;
 }
 
+/// A sink's answer for one event, which the response to the request that made the
+/// change waits for.
+#[must_use = "the request's response must wait for the acknowledgement"]
+#[derive(Debug)]
+pub struct Ack(AckState);
+
+#[derive(Debug)]
+enum AckState {
+    Ready(Result<(), String>),
+    Pending(tokio::sync::oneshot::Receiver<Result<(), String>>),
+}
+
+/// Gives a pending [`Ack`] its answer. Dropping it unanswered fails the `Ack`.
+#[derive(Debug)]
+pub struct Acker(tokio::sync::oneshot::Sender<Result<(), String>>);
+
+impl Ack {
+    /// The event is handled (or there was nothing to do).
+    pub fn done() -> Ack {
+        Ack(AckState::Ready(Ok(())))
+    }
+
+    /// The event could not be handled; `reason` ends up in the node's log and the 503.
+    pub fn failed(reason: impl Into<String>) -> Ack {
+        Ack(AckState::Ready(Err(reason.into())))
+    }
+
+    /// An answer that comes later, through the returned [`Acker`].
+    pub fn pending() -> (Acker, Ack) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Acker(tx), Ack(AckState::Pending(rx)))
+    }
+
+    /// Waits for the answer.
+    pub async fn wait(self) -> Result<(), String> {
+        match self.0 {
+            AckState::Ready(r) => r,
+            AckState::Pending(rx) => rx.await.unwrap_or_else(|_| {
+                Err("the event's handler stopped before it acknowledged the event".into())
+            }),
+        }
+    }
+}
+
+impl Acker {
+    pub fn ack(self, result: Result<(), String>) {
+        // The request may have gone (the client hung up); the event was handled anyway.
+        let _ = self.0.send(result);
+    }
+}
+
+/// Forwards events to a channel and acknowledges at once: for observers that need no
+/// durability (tests, metrics). A closed receiver means nobody listens any more.
 impl EventSink for tokio::sync::mpsc::UnboundedSender<ObjectEvent> {
-    fn send(&self, event: ObjectEvent) {
-        // A closed receiver means nobody listens any more; the change itself stands.
+    fn send(&self, event: ObjectEvent) -> Ack {
         let _ = tokio::sync::mpsc::UnboundedSender::send(self, event);
+        Ack::done()
     }
 }
 
@@ -93,7 +153,26 @@ impl EventSink for tokio::sync::mpsc::UnboundedSender<ObjectEvent> {
 pub struct DiscardEvents;
 
 impl EventSink for DiscardEvents {
-    fn send(&self, _event: ObjectEvent) {}
+    fn send(&self, _event: ObjectEvent) -> Ack {
+        Ack::done()
+    }
+}
+
+/// The acknowledgements of one request's events.
+#[derive(Debug, Default)]
+#[must_use = "the request's response must wait for the acknowledgements"]
+pub(crate) struct Acks(Vec<Ack>);
+
+impl Acks {
+    pub(crate) fn push(&mut self, ack: Ack) {
+        self.0.push(ack);
+    }
+
+    /// Waits for all of them; the first failure, if any.
+    pub(crate) async fn wait(self) -> Result<(), String> {
+        let results = futures::future::join_all(self.0.into_iter().map(Ack::wait)).await;
+        results.into_iter().collect()
+    }
 }
 
 fn event_time(t: OffsetDateTime) -> String {

@@ -21,11 +21,11 @@ use crate::auth::{AuthSettings, Authenticated, Credentials, PayloadAuth, authent
 use crate::checksum::{self, ALGORITHMS, ChecksumAlgorithm, ChecksumType};
 use crate::chunked::{Payload, read_small};
 use crate::error::S3Error;
-use crate::events::{CreatedKind, EventSink};
+use crate::events::{Acks, CreatedKind, EventSink};
 use crate::names::{MAX_KEY_BYTES, listing_encode, percent_decode};
 use crate::store::{
-    ChangeCtx, CompletePart, Completion, Digests, Hashing, ListAfter, ListEntry, NewObject,
-    ObjectChecksum, ObjectInfo, ObjectStore, PinGuard, Segment, Upload, WriteCondition,
+    BlobFile, ChangeCtx, CompletePart, Completion, Digests, Hashing, ListAfter, ListEntry,
+    NewObject, ObjectChecksum, ObjectInfo, ObjectStore, PinGuard, Segment, Upload, WriteCondition,
     etag_matches,
 };
 use crate::timefmt::{http_date, iso8601_millis, parse_http_date};
@@ -285,6 +285,24 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&s))
         .await
         .map_err(|e| S3Error::internal(e.to_string()))?
+}
+
+/// Runs a change (an object created or removed) on a blocking thread, then waits until the
+/// event sink has acknowledged its events: success is answered only once what the change
+/// triggers is safely handed on. If the sink fails, the change stands and the client gets
+/// 503, so that its retry triggers again (at least once).
+async fn change<T: Send + 'static>(
+    store: &Arc<ObjectStore>,
+    f: impl FnOnce(&ObjectStore) -> Result<(T, Acks), S3Error> + Send + 'static,
+) -> Result<T, S3Error> {
+    let (value, acks) = blocking(store, f).await?;
+    if let Err(reason) = acks.wait().await {
+        tracing::error!(%reason, "an object change was stored, but its events were not handled");
+        return Err(S3Error::service_unavailable(format!(
+            "The change was stored, but the functions it triggers could not be queued ({reason}). Please retry the request."
+        )));
+    }
+    Ok(value)
 }
 
 fn xml_response(status: StatusCode, doc: String) -> Response {
@@ -653,7 +671,7 @@ async fn delete_objects(
         .partition(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES);
     let valid_keys: Vec<String> = valid.iter().map(|k| (*k).clone()).collect();
     let ctx = req.ctx.clone();
-    let outcomes = blocking(store, {
+    let outcomes = change(store, {
         let (bucket, keys) = (bucket.clone(), valid_keys.clone());
         move |s| s.delete_objects(&bucket, &keys, &ctx)
     })
@@ -778,7 +796,7 @@ async fn object_op(
         Method::DELETE => {
             unsupported(req)?;
             let ctx = req.ctx.clone();
-            blocking(store, move |s| s.delete_objects(&bucket, &[key], &ctx)).await?;
+            change(store, move |s| s.delete_objects(&bucket, &[key], &ctx)).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Method::POST if req.has("uploads") => create_upload(store, req, bucket, key).await,
@@ -1082,27 +1100,14 @@ async fn put_object(
     let condition = write_condition(req);
     let staged = receive(store, req, body, store.config().max_object_size, &want).await?;
     let ctx = req.ctx.clone();
-    let info = blocking(store, move |s| {
+    let info = change(store, move |s| {
         let (blob, d) = s.promote(staged)?;
         let new = NewObject {
-            bucket,
-            key,
-            etag: hex::encode(d.md5),
-            size: d.size,
             headers,
             metadata,
-            checksum: d.checksum.map(|(algorithm, raw)| ObjectChecksum {
-                algorithm,
-                value: checksum::to_base64(&raw),
-                kind: ChecksumType::FullObject,
-            }),
-            segments: vec![Segment {
-                blob: blob.id.clone(),
-                size: d.size,
-            }],
-            parts_count: None,
             condition,
             kind: CreatedKind::Put,
+            ..one_blob(bucket, key, &blob, d)
         };
         s.commit_object(new, vec![blob], &ctx)
     })
@@ -1111,6 +1116,31 @@ async fn put_object(
     set(&mut resp, "etag", &quoted(&info.etag));
     set_checksum_headers(&mut resp, info.checksum.as_ref());
     Ok(resp)
+}
+
+/// An object made of one new blob, as PutObject and CopyObject store it; the caller sets
+/// its headers, metadata, write condition and kind.
+fn one_blob(bucket: String, key: String, blob: &BlobFile, d: Digests) -> NewObject {
+    NewObject {
+        bucket,
+        key,
+        etag: hex::encode(d.md5),
+        size: d.size,
+        headers: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+        checksum: d.checksum.map(|(algorithm, raw)| ObjectChecksum {
+            algorithm,
+            value: checksum::to_base64(&raw),
+            kind: ChecksumType::FullObject,
+        }),
+        segments: vec![Segment {
+            blob: blob.id.clone(),
+            size: d.size,
+        }],
+        parts_count: None,
+        condition: WriteCondition::None,
+        kind: CreatedKind::Put,
+    }
 }
 
 /// The outcome of evaluating GET/HEAD preconditions.
@@ -1453,7 +1483,7 @@ async fn copy_object(
     let req_headers = req.headers.clone();
     let ctx = req.ctx.clone();
     let max = store.config().max_object_size;
-    let info = blocking(store, move |s| {
+    let info = change(store, move |s| {
         let (src, files, pin) = s.get_for_read(&src_bucket, &src_key)?;
         if let Precondition::NotModified =
             check_preconditions(&req_headers, "x-amz-copy-source-", &src)?
@@ -1478,24 +1508,11 @@ async fn copy_object(
             (src.headers.clone(), src.metadata.clone())
         };
         let new = NewObject {
-            bucket,
-            key,
-            etag: hex::encode(d.md5),
-            size: d.size,
             headers,
             metadata,
-            checksum: d.checksum.map(|(algorithm, raw)| ObjectChecksum {
-                algorithm,
-                value: checksum::to_base64(&raw),
-                kind: ChecksumType::FullObject,
-            }),
-            segments: vec![Segment {
-                blob: blob.id.clone(),
-                size: d.size,
-            }],
-            parts_count: None,
             condition,
             kind: CreatedKind::Copy,
+            ..one_blob(bucket, key, &blob, d)
         };
         s.commit_object(new, vec![blob], &ctx)
     })
@@ -1735,7 +1752,7 @@ async fn complete_upload(
         .find_map(|a| req.header(a.header()).map(|v| (*a, v.to_string())));
     let condition = write_condition(req);
     let ctx = req.ctx.clone();
-    let info = blocking(store, {
+    let info = change(store, {
         let (b, k) = (bucket.clone(), key.clone());
         move |s| {
             s.complete_upload(

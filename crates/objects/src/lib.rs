@@ -6,8 +6,9 @@
 //! and `bucket.localhost` virtual-hosted addressing) so that `aws s3`, `aws s3api` and
 //! boto3 work unchanged, authenticating every request with AWS Signature Version 4
 //! against [`Credentials`]. Every object created or removed is reported, once durable,
-//! as an [`ObjectEvent`] to an [`EventSink`]; [`s3_notification_record`] turns one into
-//! the record an S3-triggered function expects.
+//! as an [`ObjectEvent`] to an [`EventSink`], and the request is answered only once the
+//! sink has acknowledged its events (so a node can make triggers durable before "200 OK");
+//! [`s3_notification_record`] turns one into the record an S3-triggered function expects.
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -25,8 +26,8 @@ mod xml;
 pub use auth::{Credentials, StaticCredentials};
 pub use error::{S3Error, StoreError};
 pub use events::{
-    CreatedKind, DiscardEvents, EventFilter, EventKind, EventSink, KindPattern, ObjectEvent,
-    RemovedKind, s3_notification_record,
+    Ack, Acker, CreatedKind, DiscardEvents, EventFilter, EventKind, EventSink, KindPattern,
+    ObjectEvent, RemovedKind, s3_notification_record,
 };
 pub use http_api::router;
 pub use store::{BucketInfo, ObjectChecksum, ObjectInfo, ObjectReader, ObjectStore};

@@ -28,7 +28,7 @@ use crate::Config;
 use crate::checksum::{self, ChecksumAlgorithm, ChecksumHasher, ChecksumType};
 use crate::chunked::Payload;
 use crate::error::{S3Error, StoreError};
-use crate::events::{CreatedKind, EventKind, EventSink, ObjectEvent, RemovedKind};
+use crate::events::{Acks, CreatedKind, EventKind, EventSink, ObjectEvent, RemovedKind};
 use crate::names::prefix_successor;
 use crate::timefmt::{from_millis, to_millis};
 
@@ -876,24 +876,26 @@ impl ObjectStore {
         }
     }
 
-    /// Commits a new object (replacing any of the same key) and emits its event.
+    /// Commits a new object (replacing any of the same key) and emits its event; the
+    /// response must wait for the returned acknowledgement.
     /// `blobs` are kept once the row that refers to them is committed.
     pub(crate) fn commit_object(
         &self,
         new: NewObject,
         blobs: Vec<BlobFile>,
         ctx: &ChangeCtx,
-    ) -> Result<ObjectInfo, S3Error> {
+    ) -> Result<(ObjectInfo, Acks), S3Error> {
         self.commit_object_with(new, blobs, ctx, |_| Ok(()))
     }
 
-    /// Deletes objects in one transaction; each deletion gets its event.
+    /// Deletes objects in one transaction; each deletion gets its event (the response
+    /// must wait for their acknowledgements).
     pub(crate) fn delete_objects(
         &self,
         bucket: &str,
         keys: &[String],
         ctx: &ChangeCtx,
-    ) -> Result<Vec<DeleteOutcome>, S3Error> {
+    ) -> Result<(Vec<DeleteOutcome>, Acks), S3Error> {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -922,8 +924,9 @@ impl ObjectStore {
             }
         }
         tx.commit()?;
+        let mut acks = Acks::default();
         for (key, sequencer) in removed {
-            ctx.sink.send(ObjectEvent {
+            acks.push(ctx.sink.send(ObjectEvent {
                 kind: EventKind::ObjectRemoved(RemovedKind::Delete),
                 bucket: bucket.to_string(),
                 key,
@@ -934,11 +937,11 @@ impl ObjectStore {
                 request_id: ctx.request_id.clone(),
                 source_ip: ctx.source_ip,
                 principal: ctx.principal.clone(),
-            });
+            }));
         }
         drop(conn);
         self.pins.release(freed);
-        Ok(outcomes)
+        Ok((outcomes, acks))
     }
 
     /// Lists a bucket's keys in UTF-8 byte order, rolling keys that contain the
@@ -1224,7 +1227,7 @@ impl ObjectStore {
         &self,
         req: Completion<'_>,
         ctx: &ChangeCtx,
-    ) -> Result<ObjectInfo, S3Error> {
+    ) -> Result<(ObjectInfo, Acks), S3Error> {
         let Completion {
             bucket,
             key,
@@ -1351,7 +1354,7 @@ impl ObjectStore {
             condition,
             kind: CreatedKind::CompleteMultipartUpload,
         };
-        let info = self.commit_object_with(new, Vec::new(), ctx, |tx| {
+        let committed = self.commit_object_with(new, Vec::new(), ctx, |tx| {
             // A part uploaded again since validation would leave the object pointing at
             // replaced data: check under the lock that each chosen part is unchanged.
             for (number, blob) in &chosen_blobs {
@@ -1380,7 +1383,7 @@ impl ObjectStore {
             Ok(())
         })?;
         self.pins.release(unused);
-        Ok(info)
+        Ok(committed)
     }
 
     /// `commit_object`, with extra statements run in its transaction first.
@@ -1390,7 +1393,7 @@ impl ObjectStore {
         blobs: Vec<BlobFile>,
         ctx: &ChangeCtx,
         extra: impl FnOnce(&Transaction<'_>) -> Result<(), S3Error>,
-    ) -> Result<ObjectInfo, S3Error> {
+    ) -> Result<(ObjectInfo, Acks), S3Error> {
         // Run `extra` and the object commit under one lock and one transaction by
         // doing both here.
         let now = OffsetDateTime::now_utc();
@@ -1403,12 +1406,12 @@ impl ObjectStore {
         for b in blobs {
             b.keep();
         }
-        let info = self.after_commit(new, now, sequencer, ctx);
+        let committed = self.after_commit(new, now, sequencer, ctx);
         drop(conn);
         if let Some(segs) = result {
             self.pins.release(segs.into_iter().map(|s| s.blob));
         }
-        Ok(info)
+        Ok(committed)
     }
 
     /// Checks the condition and writes the row; the replaced object's segments.
@@ -1473,7 +1476,7 @@ impl ObjectStore {
         now: OffsetDateTime,
         sequencer: String,
         ctx: &ChangeCtx,
-    ) -> ObjectInfo {
+    ) -> (ObjectInfo, Acks) {
         let info = ObjectInfo {
             bucket: new.bucket,
             key: new.key,
@@ -1485,7 +1488,8 @@ impl ObjectStore {
             checksum: new.checksum,
             parts_count: new.parts_count,
         };
-        ctx.sink.send(ObjectEvent {
+        let mut acks = Acks::default();
+        acks.push(ctx.sink.send(ObjectEvent {
             kind: EventKind::ObjectCreated(new.kind),
             bucket: info.bucket.clone(),
             key: info.key.clone(),
@@ -1496,8 +1500,8 @@ impl ObjectStore {
             request_id: ctx.request_id.clone(),
             source_ip: ctx.source_ip,
             principal: ctx.principal.clone(),
-        });
-        info
+        }));
+        (info, acks)
     }
 
     pub(crate) fn abort_upload(
@@ -1697,7 +1701,7 @@ mod tests {
             condition: WriteCondition::None,
             kind: CreatedKind::Put,
         };
-        store.commit_object(new, Vec::new(), &ctx()).unwrap();
+        let _committed = store.commit_object(new, Vec::new(), &ctx()).unwrap();
     }
 
     #[derive(Debug, Clone, PartialEq, Eq)]

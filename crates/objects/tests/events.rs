@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use common::{Client, Payload};
 use md5::Digest;
 use wisp_objects::{
-    Config, CreatedKind, EventKind, EventSink, ObjectEvent, ObjectStore, RemovedKind,
+    Ack, Acker, Config, CreatedKind, EventKind, EventSink, ObjectEvent, ObjectStore, RemovedKind,
     StaticCredentials, s3_notification_record,
 };
 
@@ -76,12 +76,217 @@ impl CheckingSink {
 }
 
 impl EventSink for CheckingSink {
-    fn send(&self, event: ObjectEvent) {
+    fn send(&self, event: ObjectEvent) -> Ack {
         if let Err(p) = self.check(&event) {
             self.problems.lock().unwrap().push(p);
         }
         let _ = self.forward.send(event);
+        Ack::done()
     }
+}
+
+/// Holds every acknowledgement until the test gives it: `Ok` or a failure reason.
+#[derive(Default)]
+struct HeldSink {
+    pending: Mutex<Vec<(ObjectEvent, Acker)>>,
+}
+
+impl EventSink for HeldSink {
+    fn send(&self, event: ObjectEvent) -> Ack {
+        let (acker, ack) = Ack::pending();
+        self.pending.lock().unwrap().push((event, acker));
+        ack
+    }
+}
+
+impl HeldSink {
+    /// Waits until `n` events are held, then answers them all with `result`; their keys.
+    async fn answer(&self, n: usize, result: Result<(), String>) -> Vec<String> {
+        for _ in 0..200 {
+            if self.pending.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let held: Vec<_> = self.pending.lock().unwrap().drain(..).collect();
+        assert_eq!(held.len(), n, "events held");
+        held.into_iter()
+            .map(|(e, acker)| {
+                acker.ack(result.clone());
+                e.key
+            })
+            .collect()
+    }
+}
+
+/// Sends `request`, checks that it is not answered while the sink holds its `n` events,
+/// then answers them with `result`; the events' keys and the response.
+async fn held_request(
+    sink: &HeldSink,
+    n: usize,
+    result: Result<(), String>,
+    request: impl std::future::Future<Output = common::Resp> + Send + 'static,
+) -> (Vec<String>, common::Resp) {
+    let task = tokio::spawn(request);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "answered before the sink acknowledged");
+    let mut keys = sink.answer(n, result).await;
+    keys.sort();
+    (keys, task.await.unwrap())
+}
+
+/// A request is answered only after the sink acknowledged each of its events; a failed
+/// acknowledgement is a 503 (the change stands, so a retry triggers again).
+#[tokio::test]
+async fn responses_wait_for_the_sinks_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        min_part_size: 1,
+        ..Config::default()
+    };
+    let store = Arc::new(ObjectStore::open(dir.path().join("objects"), config).unwrap());
+    let sink = Arc::new(HeldSink::default());
+    let creds = Arc::new(StaticCredentials::new().with(common::ACCESS_KEY, common::SECRET));
+    let app = wisp_objects::router(store.clone(), creds, sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let c = Client::new(addr);
+    c.create_bucket("held").await;
+
+    // PutObject: stored at once, answered only after the acknowledgement.
+    let (keys, r) = held_request(&sink, 1, Ok(()), {
+        let (c, store) = (c.clone(), store.clone());
+        async move {
+            let r = c.put("/held/a.jpg", b"data").await;
+            assert!(store.head_object("held", "a.jpg").unwrap().is_some());
+            r
+        }
+    })
+    .await;
+    assert_eq!((keys, r.status), (vec!["a.jpg".to_string()], 200));
+
+    // CopyObject.
+    let (keys, r) = held_request(&sink, 1, Ok(()), {
+        let c = c.clone();
+        async move {
+            c.send(
+                "PUT",
+                "/held/b.jpg",
+                "",
+                &[("x-amz-copy-source", "/held/a.jpg")],
+                vec![],
+                Payload::Signed,
+            )
+            .await
+        }
+    })
+    .await;
+    assert_eq!((keys, r.status), (vec!["b.jpg".to_string()], 200));
+
+    // CompleteMultipartUpload (creating the upload and its part emit nothing).
+    let r = c
+        .send("POST", "/held/big", "uploads", &[], vec![], Payload::Signed)
+        .await;
+    let id = r.xml("UploadId").unwrap();
+    let r = c
+        .send(
+            "PUT",
+            "/held/big",
+            &format!("partNumber=1&uploadId={id}"),
+            &[],
+            b"part".to_vec(),
+            Payload::Signed,
+        )
+        .await;
+    let doc = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        r.header("etag").unwrap()
+    );
+    let (keys, r) = held_request(&sink, 1, Ok(()), {
+        let c = c.clone();
+        async move {
+            c.send(
+                "POST",
+                "/held/big",
+                &format!("uploadId={id}"),
+                &[],
+                doc.into_bytes(),
+                Payload::Signed,
+            )
+            .await
+        }
+    })
+    .await;
+    assert_eq!(
+        (keys, r.status),
+        (vec!["big".to_string()], 200),
+        "{}",
+        r.text()
+    );
+
+    // DeleteObject, and DeleteObjects with one event per deleted key.
+    let (keys, r) = held_request(&sink, 1, Ok(()), {
+        let c = c.clone();
+        async move { c.delete("/held/big").await }
+    })
+    .await;
+    assert_eq!((keys, r.status), (vec!["big".to_string()], 204));
+    let (keys, r) = held_request(&sink, 2, Ok(()), {
+        let c = c.clone();
+        async move {
+            c.send(
+                "POST",
+                "/held",
+                "delete",
+                &[],
+                b"<Delete><Object><Key>a.jpg</Key></Object><Object><Key>b.jpg</Key></Object></Delete>"
+                    .to_vec(),
+                Payload::Signed,
+            )
+            .await
+        }
+    })
+    .await;
+    assert_eq!(keys, ["a.jpg", "b.jpg"]);
+    assert_eq!(r.status, 200);
+
+    // A failed acknowledgement: 503 with the reason; the object itself stands.
+    let (_, r) = held_request(&sink, 1, Err("the event store is closed".into()), {
+        let c = c.clone();
+        async move { c.put("/held/c.jpg", b"data").await }
+    })
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.code(), "ServiceUnavailable");
+    assert!(
+        r.text().contains("the event store is closed"),
+        "{}",
+        r.text()
+    );
+    assert!(store.head_object("held", "c.jpg").unwrap().is_some());
+
+    // An acknowledgement dropped unanswered fails the request as well.
+    let task = tokio::spawn({
+        let c = c.clone();
+        async move { c.put("/held/d.jpg", b"data").await }
+    });
+    for _ in 0..200 {
+        if !sink.pending.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(sink.pending.lock().unwrap().drain(..).collect::<Vec<_>>());
+    let r = task.await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("stopped before it acknowledged"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test]

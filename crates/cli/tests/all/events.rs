@@ -442,6 +442,91 @@ print("ok")
     );
 }
 
+/// An upload answered 200 has its trigger durably stored: killing the node right after the
+/// last answer loses none (they run after the restart; at least once).
+#[test]
+fn uploads_answered_200_trigger_their_function_even_if_the_node_is_killed_right_after() {
+    let Some(python) = boto3_python() else { return };
+    let mut node = Node::start();
+    let bucket = format!("crash-{}", rand_id());
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: crash
+functions:
+  counter:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    network: true
+    s3:
+      bucket: {bucket}
+    limits:
+      timeout: 2s
+"#,
+        dir = native("python-s3-counter"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let creds: Value =
+        serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap();
+    const N: usize = 200;
+    // 16 threads upload objects "0" to "199"; the thread that gets the last 200 kills the
+    // node (SIGKILL) at once, microseconds after the answer.
+    let script = r#"
+import boto3, os, signal, threading
+from concurrent.futures import ThreadPoolExecutor
+s3 = boto3.client("s3", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                  aws_access_key_id=os.environ["KEY"], aws_secret_access_key=os.environ["SECRET"])
+bucket, n = os.environ["BUCKET"], int(os.environ["N"])
+s3.create_bucket(Bucket=bucket)
+done, lock = [0], threading.Lock()
+def put(i):
+    r = s3.put_object(Bucket=bucket, Key=str(i), Body=b"x" * 100)
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200, r
+    with lock:
+        done[0] += 1
+        if done[0] == n:
+            os.kill(int(os.environ["NODE_PID"]), signal.SIGKILL)
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(put, range(n)))
+print("UPLOADED", flush=True)
+"#;
+    let node_pid = node.child.as_ref().unwrap().id();
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .env("ENDPOINT", creds["endpoint_url"].as_str().unwrap())
+        .env("KEY", creds["access_key_id"].as_str().unwrap())
+        .env("SECRET", creds["secret_access_key"].as_str().unwrap())
+        .env("BUCKET", &bucket)
+        .env("N", N.to_string())
+        .env("NODE_PID", node_pid.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("UPLOADED"),
+        "the uploads failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.kill9(); // reaps the process the script killed
+    let set = format!("wisp-test-s3:{bucket}");
+    let before = redis(&["SCARD", &set]);
+    // Triggers that were running when the node died come back after their lease (the
+    // function's timeout + 60 s).
+    let node = Node::start_in(&node.data_dir);
+    let all: Vec<usize> = (0..N).collect();
+    wait_until(
+        "every answered upload's trigger",
+        Duration::from_secs(180),
+        || (missing(&set, &all) == 0).then_some(()),
+    );
+    let deliveries = redis(&["GET", &format!("{set}:deliveries")]);
+    eprintln!(
+        "{N} uploads answered 200; {before} triggers ran before the kill; {deliveries} deliveries in all"
+    );
+    assert_eq!(redis(&["SCARD", &set]), N as i64, "nothing invented");
+    assert!(deliveries >= N as i64);
+    drop(node);
+    redis(&["DEL", &set, &format!("{set}:deliveries")]);
+}
+
 #[test]
 fn async_settings_limit_retries_and_send_failures_to_a_destination_function() {
     let node = Node::start();
