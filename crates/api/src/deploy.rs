@@ -130,9 +130,7 @@ pub fn validate(
                 )));
             }
             for d in a.on_success.iter().chain(&a.on_failure) {
-                FunctionName::new(d.clone()).map_err(|e| {
-                    ApiError::bad_request(format!("function `{}`: async destination: {e}", f.name))
-                })?;
+                check_destination(req, deployed, &f.name, d)?;
             }
         }
         for sc in &f.schedules {
@@ -204,6 +202,57 @@ pub fn validate(
     Ok(())
 }
 
+/// An async destination: a queue's name must be valid (the deploy creates a missing
+/// queue); a function must exist after this deploy, as Lambda requires of destinations.
+fn check_destination(
+    req: &DeployRequest,
+    deployed: &[wisp_core::Function],
+    function: &FunctionName,
+    destination: &str,
+) -> Result<(), ApiError> {
+    let bad =
+        |m: String| ApiError::bad_request(format!("function `{function}`: async destination: {m}"));
+    if let Some(queue) = wisp_core::AsyncConfig::destination_queue(destination) {
+        return wisp_events::check_queue_name(queue).map_err(|e| bad(e.to_string()));
+    }
+    let name = FunctionName::new(destination).map_err(|e| bad(e.to_string()))?;
+    let in_deploy = req.functions.iter().any(|f| f.name == name);
+    let stays = deployed
+        .iter()
+        .any(|f| f.name == name && !(req.prune && f.app == req.app));
+    if in_deploy || stays {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "there is no function `{name}`: deploy it first (or in the same manifest), or send the records to a queue with `queue:NAME`"
+        )))
+    }
+}
+
+/// The queues this deploy names as async destinations, created if missing.
+async fn ensure_destination_queues(state: &ApiState, req: &DeployRequest) -> Result<(), ApiError> {
+    let Some(events) = &state.events else {
+        return Ok(());
+    };
+    let queues: BTreeSet<String> = req
+        .functions
+        .iter()
+        .filter_map(|f| f.async_config.as_ref())
+        .flat_map(|a| a.on_success.iter().chain(&a.on_failure))
+        .filter_map(|d| wisp_core::AsyncConfig::destination_queue(d).map(str::to_string))
+        .collect();
+    for queue in &queues {
+        if events
+            .ensure_queue(queue)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            tracing::info!(queue, "created the queue named as an async destination");
+        }
+    }
+    Ok(())
+}
+
 /// Reserved concurrency is set aside from the node's memory budget: all of it, after this
 /// deploy, must fit.
 pub fn check_reservations(
@@ -270,6 +319,7 @@ pub async fn deploy(
         .prepare(&req.functions)
         .await
         .map_err(prepare_error)?;
+    ensure_destination_queues(&state, &req).await?;
     let store = state.invoker.store().clone();
     let (req, changes) = blocking(move || {
         let changes = store.deploy(&req.app, &req.functions, req.prune)?;

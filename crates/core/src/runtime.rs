@@ -171,12 +171,25 @@ pub struct AsyncConfig {
     pub max_retries: u32,
     /// Events older than this (seconds, 60 to 21600) go to the dead-letter queue unrun.
     pub max_event_age_s: u64,
-    /// A function that receives a destination record after each success.
+    /// Where a destination record goes after each success: a function name, or
+    /// `queue:NAME` for a queue (see [`AsyncConfig::destination_queue`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_success: Option<String>,
-    /// A function that receives a destination record when an event is dead-lettered.
+    /// Where a destination record goes when an event is dead-lettered (same forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<String>,
+}
+
+impl AsyncConfig {
+    /// How a destination names a queue rather than a function (`queue:failures`). Function
+    /// names cannot contain `:`, so the two never mix up.
+    pub const QUEUE_PREFIX: &'static str = "queue:";
+
+    /// The queue a destination names (`queue:failures` gives `failures`), or `None` when it
+    /// names a function.
+    pub fn destination_queue(destination: &str) -> Option<&str> {
+        destination.strip_prefix(Self::QUEUE_PREFIX)
+    }
 }
 
 impl Default for AsyncConfig {
@@ -251,6 +264,21 @@ impl WebhookProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_name_a_function_or_a_queue() {
+        assert_eq!(
+            AsyncConfig::destination_queue("queue:failures"),
+            Some("failures")
+        );
+        assert_eq!(AsyncConfig::destination_queue("audit"), None);
+        // Stored specs from before queue destinations still read as function names.
+        let old: AsyncConfig = serde_json::from_str(
+            r#"{"max_retries":0,"max_event_age_s":600,"on_failure":"catcher"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.on_failure.as_deref(), Some("catcher"));
+    }
 
     #[test]
     fn runtimes_parse_and_print_as_lambda_names() {

@@ -41,7 +41,7 @@ pub use invocations::{
 pub use jiff::Timestamp;
 pub use queues::{
     BatchReceive, Message, MessageAttribute, QueueConfig, QueueStats, RedrivePolicy,
-    SystemAttributes,
+    SystemAttributes, check_queue_name,
 };
 pub use scheduler::{Fired, MissedTicks, ScheduleDef, TickPayload, run_schedules};
 pub use store::{EventStore, MaintenanceReport, RetryPolicy, StoreConfig, Target};

@@ -166,6 +166,12 @@ pub(crate) fn insert_message(
     Ok(true)
 }
 
+/// Checks a queue name as [`EventStore::create_queue`] does: 1-80 letters, digits, `-`,
+/// `_` or `.`.
+pub fn check_queue_name(name: &str) -> Result<()> {
+    check_name(name)
+}
+
 fn md5_hex(body: &str) -> String {
     hex::encode(Md5::digest(body.as_bytes()))
 }
@@ -220,6 +226,30 @@ impl EventStore {
                 now,
             ])?;
             Ok(!existed)
+        })
+        .await
+    }
+
+    /// Creates `name` with default settings unless it exists, in which case its settings
+    /// stay as they are (a deploy that names a queue as an async destination makes sure it
+    /// exists without undoing `wisp queue create --dlq ...`). Returns whether it was created.
+    pub async fn ensure_queue(&self, name: &str) -> Result<bool> {
+        check_name(name)?;
+        let defaults = QueueConfig::default();
+        let (name, now) = (name.to_string(), ms(self.now()));
+        self.call(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO queues (name, visibility_ms, retention_ms, created_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+                )?
+                .execute(params![
+                    name,
+                    dur_ms(defaults.visibility_timeout),
+                    dur_ms(defaults.retention),
+                    now,
+                ])?;
+            Ok(n == 1)
         })
         .await
     }

@@ -342,3 +342,48 @@ async fn batch_window_collects_until_full_or_window_ends() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn ensure_queue_creates_a_missing_queue_and_keeps_an_existing_ones_settings() {
+    let (_dir, _clock, store) = setup().await;
+    assert!(
+        store
+            .create_queue("dead", QueueConfig::default())
+            .await
+            .unwrap()
+    );
+    let custom = QueueConfig {
+        visibility_timeout: Duration::from_secs(5),
+        redrive: Some(RedrivePolicy {
+            dead_letter_queue: "dead".into(),
+            max_receive_count: 3,
+        }),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .create_queue("failures", custom.clone())
+            .await
+            .unwrap()
+    );
+    assert!(!store.ensure_queue("failures").await.unwrap());
+    assert!(store.ensure_queue("fresh").await.unwrap());
+    assert!(!store.ensure_queue("fresh").await.unwrap());
+    let queues = store.list_queues().await.unwrap();
+    let config = |name: &str| {
+        queues
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.clone())
+            .unwrap()
+    };
+    assert_eq!(config("failures"), custom, "settings untouched");
+    assert_eq!(config("fresh"), QueueConfig::default());
+    store.send("fresh", "hello", BTreeMap::new()).await.unwrap();
+    assert!(matches!(
+        store.ensure_queue("no spaces").await,
+        Err(EventError::InvalidName { .. })
+    ));
+    assert!(wisp_events::check_queue_name("failures").is_ok());
+    assert!(wisp_events::check_queue_name("").is_err());
+}

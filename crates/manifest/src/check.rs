@@ -181,6 +181,17 @@ fn syntax_hint(msg: &str) -> &'static str {
     }
 }
 
+fn valid_queue_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 80
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn bad_queue_name(n: &str) -> String {
+    format!("`{n}` is not a queue name: 1 to 80 letters, digits, `-` and `_`")
+}
+
 fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -550,23 +561,11 @@ impl<'a> Checker<'a> {
 
     /// `queue: NAME` or `queue: {name, batch_size: 1..100 (10), batch_window: 0s..5m}`.
     fn queue(&self, path: &str, k: &Node, v: &Node) -> Result<QueueSubscription> {
-        let valid = |n: &str| {
-            !n.is_empty()
-                && n.len() <= 80
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        let bad_name = |pos: Pos, n: &str| {
-            self.err(
-                pos,
-                path,
-                format!("`{n}` is not a queue name: 1 to 80 letters, digits, `-` and `_`"),
-            )
-        };
+        let bad_name = |pos: Pos, n: &str| self.err(pos, path, bad_queue_name(n));
         match &v.kind {
             Kind::Str(n) => {
                 let n = n.trim();
-                if !valid(n) {
+                if !valid_queue_name(n) {
                     return Err(bad_name(v.pos, n));
                 }
                 Ok(QueueSubscription {
@@ -586,7 +585,7 @@ impl<'a> Checker<'a> {
                 let Some((npos, name)) = self.string_field(path, &fields, "name")? else {
                     return Err(self.err(k.pos, &join(path, "name"), "a queue subscription needs `name:`, e.g. `queue: {name: orders, batch_size: 10}`"));
                 };
-                if !valid(&name) {
+                if !valid_queue_name(&name) {
                     return Err(bad_name(npos, &name));
                 }
                 let batch_size = match fields.get("batch_size") {
@@ -642,7 +641,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// `async: {max_retries: 0..=2, max_event_age: 1h, on_success: FN, on_failure: FN}`.
+    /// `async: {max_retries: 0..=2, max_event_age: 1h, on_success: DEST, on_failure: DEST}`.
     fn async_config(&self, path: &str, k: &Node, v: &Node) -> Result<AsyncConfig> {
         let Kind::Map(entries) = &v.kind else {
             return Err(self.err(at(k, v), path, format!("`async` must be a map, not {}: e.g. `async: {{max_retries: 0, on_failure: alert}}`", v.describe())));
@@ -695,21 +694,80 @@ impl<'a> Checker<'a> {
             ("on_failure", &mut cfg.on_failure),
         ] {
             if let Some((dk, dv)) = fields.get(name) {
-                let field = join(path, name);
-                let Kind::Str(f) = &dv.kind else {
-                    return Err(self.err(
-                        at(dk, dv),
-                        &field,
-                        format!("`{name}` must be a function name"),
-                    ));
-                };
-                FunctionName::new(f.trim()).map_err(|e| {
-                    self.err(dv.pos, &field, name_error("destination function", &e))
-                })?;
-                *slot = Some(f.trim().to_string());
+                *slot = Some(self.destination(&join(path, name), dk, dv)?);
             }
         }
         Ok(cfg)
+    }
+
+    /// An async destination: `FUNCTION`, `function:FUNCTION`, `queue:QUEUE`, or the maps
+    /// `{function: FUNCTION}` / `{queue: QUEUE}`; as stored, a function name or
+    /// `queue:QUEUE` ([`AsyncConfig::destination_queue`]).
+    fn destination(&self, field: &str, k: &Node, v: &Node) -> Result<String> {
+        let example = "e.g. `on_failure: alert` (a function), `on_failure: queue:failures` or `on_failure: {queue: failures}`";
+        let (kind, name, pos) = match &v.kind {
+            Kind::Str(text) => {
+                let text = text.trim();
+                match text.split_once(':') {
+                    Some((kind, name)) => (kind.trim(), name.trim().to_string(), v.pos),
+                    None => ("function", text.to_string(), v.pos),
+                }
+            }
+            Kind::Map(entries) => {
+                let fields =
+                    self.fields(field, entries, &["function", "queue"], &[], |_, _| None)?;
+                let function = self.string_field(field, &fields, "function")?;
+                let queue = self.string_field(field, &fields, "queue")?;
+                match (function, queue) {
+                    (Some((pos, f)), None) => ("function", f, pos),
+                    (None, Some((pos, q))) => ("queue", q, pos),
+                    (Some(_), Some(_)) => {
+                        return Err(self.err(
+                            v.pos,
+                            field,
+                            "a destination is either a `function` or a `queue`, not both",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(self.err(
+                            at(k, v),
+                            field,
+                            format!("a destination map needs `function:` or `queue:`, {example}"),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(self.err(
+                    at(k, v),
+                    field,
+                    format!(
+                        "a destination must be a function name, `queue:NAME` or a map, not {}: {example}",
+                        v.describe()
+                    ),
+                ));
+            }
+        };
+        match kind {
+            "function" => {
+                FunctionName::new(name.as_str())
+                    .map_err(|e| self.err(pos, field, name_error("destination function", &e)))?;
+                Ok(name)
+            }
+            "queue" => {
+                if !valid_queue_name(&name) {
+                    return Err(self.err(pos, field, bad_queue_name(&name)));
+                }
+                Ok(format!("{}{name}", AsyncConfig::QUEUE_PREFIX))
+            }
+            other => Err(self.err(
+                pos,
+                field,
+                format!(
+                    "unknown destination kind `{other}:`: write `queue:NAME` for a queue or a function's name, {example}"
+                ),
+            )),
+        }
     }
 
     /// `s3: {bucket, prefix, suffix, events: [created, removed]}`, or a list of those.

@@ -567,6 +567,93 @@ functions:
     assert_eq!(dead[0]["attempts"], 1);
 }
 
+/// The depth of queue `name` as `wisp queue ls --json` reports it (`None`: no such queue).
+fn queue_depth(node: &Node, name: &str) -> Option<u64> {
+    let queues: Vec<Value> =
+        serde_json::from_str(&node.wisp_ok(&["queue", "ls", "--json"])).unwrap();
+    queues
+        .iter()
+        .find(|q| q["name"] == name)
+        .map(|q| q["depth"].as_u64().unwrap())
+}
+
+#[test]
+fn on_failure_can_send_the_destination_record_to_a_queue_the_deploy_creates() {
+    let node = Node::start();
+    let yaml = |on_failure: &str| {
+        with_host_runtimes(&format!(
+            r#"app: dest
+functions:
+  fragile:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    async:
+      max_retries: 0
+      on_failure: {on_failure}
+"#,
+            echo = native("python-echo"),
+        ))
+    };
+    // A destination function must exist; the error says what to do instead.
+    let ghost = manifest(&yaml("ghost"));
+    let err = node.wisp_err(&["deploy", &arg(&ghost)]);
+    assert!(
+        err.contains("there is no function `ghost`") && err.contains("queue:NAME"),
+        "{err}"
+    );
+    assert_eq!(queue_depth(&node, "failures"), None);
+    let m = manifest(&yaml("queue:failures"));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    assert_eq!(
+        queue_depth(&node, "failures"),
+        Some(0),
+        "created by the deploy"
+    );
+    let id = invoke_async(&node, "fragile", &json!({"fail": "nope"}));
+    wait_until("the record in the queue", Duration::from_secs(30), || {
+        (queue_depth(&node, "failures") == Some(1)).then_some(())
+    });
+    // Read it as a subscriber would: the SQS record's body is Lambda's destination record.
+    let reader = printing_function("RECORD");
+    let sub = manifest(&with_host_runtimes(&format!(
+        r#"app: reader
+functions:
+  reader:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    queue: failures
+"#,
+        dir = reader.path().display(),
+    )));
+    node.wisp_ok(&["deploy", &arg(&sub)]);
+    let event: Value = wait_until("the reader's batch", Duration::from_secs(30), || {
+        let logs = node.wisp_ok(&["logs", "reader"]);
+        let line = logs.lines().find(|l| l.contains("RECORD "))?;
+        serde_json::from_str(line.split_once("RECORD ")?.1).ok()
+    });
+    let body = event["Records"][0]["body"].as_str().unwrap();
+    let record: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(record["version"], "1.0", "{record}");
+    let ctx = &record["requestContext"];
+    assert_eq!(ctx["requestId"], id.as_str(), "{record}");
+    assert_eq!(ctx["condition"], "RetriesExhausted", "{record}");
+    assert_eq!(ctx["approximateInvokeCount"], 1, "{record}");
+    assert!(
+        ctx["functionArn"]
+            .as_str()
+            .unwrap()
+            .contains(":function:fragile:"),
+        "{record}"
+    );
+    assert_eq!(record["requestPayload"]["fail"], "nope", "{record}");
+    assert_eq!(
+        record["responseContext"]["functionError"], "Unhandled",
+        "{record}"
+    );
+}
+
 #[test]
 fn queue_messages_reach_a_subscribed_function_in_batches_and_failed_ones_dead_letter() {
     let node = Node::start();
