@@ -354,7 +354,7 @@ functions:
 
 /// A Python that has boto3: `WISP_BOTO3_PYTHON`, else `python3`; `None` (the test is
 /// skipped, saying why) when neither imports it.
-fn boto3_python() -> Option<String> {
+pub fn boto3_python() -> Option<String> {
     let python = std::env::var("WISP_BOTO3_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = std::process::Command::new(&python)
         .args(["-c", "import boto3"])
@@ -565,6 +565,65 @@ functions:
     let dead: Vec<Value> =
         serde_json::from_str(&node.wisp_ok(&["dlq", "ls", "fragile", "--json"])).unwrap();
     assert_eq!(dead[0]["attempts"], 1);
+}
+
+/// Functions with `network: true` get the node's S3 keys and endpoint (which their own
+/// `env` cannot replace); functions without network get none of them.
+#[test]
+fn network_functions_get_the_nodes_s3_keys_and_endpoint() {
+    let node = Node::start();
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        r#"import os
+
+NAMES = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3",
+         "AWS_SESSION_TOKEN", "AWS_REGION"]
+
+def handler(event, context):
+    return {n: os.environ.get(n) for n in NAMES}
+"#,
+    )
+    .unwrap();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: keys
+functions:
+  with-net:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    network: true
+    env:
+      AWS_ENDPOINT_URL_S3: http://127.0.0.1:1
+      AWS_ACCESS_KEY_ID: MINE
+      AWS_SESSION_TOKEN: stale
+  no-net:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+"#,
+        dir = code.path().display(),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let creds: Value =
+        serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap();
+    let env: Value = serde_json::from_str(&node.wisp_ok(&["invoke", "with-net"])).unwrap();
+    assert_eq!(env["AWS_ENDPOINT_URL_S3"], creds["endpoint_url"], "{env}");
+    assert_eq!(env["AWS_ACCESS_KEY_ID"], creds["access_key_id"], "{env}");
+    assert_eq!(env["AWS_SECRET_ACCESS_KEY"], creds["secret_access_key"]);
+    assert_eq!(env["AWS_SESSION_TOKEN"], Value::Null, "{env}");
+    assert_eq!(env["AWS_REGION"], "us-east-1");
+    let env: Value = serde_json::from_str(&node.wisp_ok(&["invoke", "no-net"])).unwrap();
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL_S3",
+    ] {
+        assert_eq!(env[name], Value::Null, "{name}: {env}");
+    }
+    // The secret is not in the node's log.
+    let secret = creds["secret_access_key"].as_str().unwrap();
+    assert!(!node.stderr().contains(secret));
 }
 
 /// The depth of queue `name` as `wisp queue ls --json` reports it (`None`: no such queue).

@@ -14,5 +14,6 @@ mod metrics;
 mod native;
 mod routing;
 mod scaling;
+mod thumbnails;
 mod traces;
 mod usage;
