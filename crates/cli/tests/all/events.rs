@@ -21,6 +21,23 @@ fn printing_function(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Waits (at most `timeout`) for the first `PREFIX <JSON>` line a [`printing_function`]
+/// wrote to `function`'s logs, and returns the JSON.
+fn printed_event(
+    node: &Node,
+    function: &str,
+    prefix: &str,
+    what: &str,
+    timeout: Duration,
+) -> Value {
+    let marker = format!("{prefix} ");
+    wait_until(what, timeout, || {
+        let logs = node.wisp_ok(&["logs", function]);
+        let line = logs.lines().find(|l| l.contains(&marker))?;
+        serde_json::from_str(line.split_once(&marker)?.1).ok()
+    })
+}
+
 fn invoke_async(node: &Node, name: &str, event: &Value) -> String {
     let out = node.wisp_ok(&["invoke", name, "--async", "-d", &event.to_string()]);
     let id = out.trim().to_string();
@@ -327,11 +344,13 @@ functions:
     )));
     node.wisp_ok(&["deploy", &arg(&m)]);
     // The next minute boundary, plus dispatch: at most about 70 s.
-    let event: Value = wait_until("the first tick", Duration::from_secs(90), || {
-        let logs = node.wisp_ok(&["logs", "every-minute"]);
-        let line = logs.lines().find(|l| l.contains("EVENT "))?;
-        serde_json::from_str(line.split_once("EVENT ")?.1).ok()
-    });
+    let event: Value = printed_event(
+        &node,
+        "every-minute",
+        "EVENT",
+        "the first tick",
+        Duration::from_secs(90),
+    );
     assert_eq!(event["detail-type"], "Scheduled Event", "{event}");
     assert_eq!(event["source"], "aws.events");
     assert!(
@@ -366,6 +385,36 @@ pub fn boto3_python() -> Option<String> {
     ok.then_some(python)
 }
 
+/// The node's S3 endpoint and keys (`wisp s3 credentials --json`).
+pub fn s3_credentials(node: &Node) -> Value {
+    serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap()
+}
+
+/// Runs a boto3 `script` with `python` against the node's S3 API: it starts with `boto3`
+/// and `os` imported and `s3`, a client with the node's endpoint and keys (also in the
+/// environment as `ENDPOINT`, `KEY` and `SECRET`, next to `env`).
+pub fn run_boto3(
+    node: &Node,
+    python: &str,
+    script: &str,
+    env: &[(&str, String)],
+) -> std::process::Output {
+    let creds = s3_credentials(node);
+    let prelude = r#"
+import boto3, os
+s3 = boto3.client("s3", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                  aws_access_key_id=os.environ["KEY"], aws_secret_access_key=os.environ["SECRET"])
+"#;
+    std::process::Command::new(python)
+        .args(["-c", &format!("{prelude}{script}")])
+        .env("ENDPOINT", creds["endpoint_url"].as_str().unwrap())
+        .env("KEY", creds["access_key_id"].as_str().unwrap())
+        .env("SECRET", creds["secret_access_key"].as_str().unwrap())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn uploads_to_the_s3_api_with_boto3_trigger_the_subscribed_function() {
     let Some(python) = boto3_python() else { return };
@@ -386,12 +435,8 @@ functions:
         dir = code.path().display(),
     )));
     node.wisp_ok(&["deploy", &arg(&m)]);
-    let creds: Value =
-        serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap();
     let script = r#"
 import boto3, os, sys
-s3 = boto3.client("s3", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
-                  aws_access_key_id=os.environ["KEY"], aws_secret_access_key=os.environ["SECRET"])
 s3.create_bucket(Bucket="photos")
 s3.put_object(Bucket="photos", Key="uploads/cat 1.jpg", Body=b"jpegdata")
 s3.put_object(Bucket="photos", Key="uploads/notes.txt", Body=b"not a photo")
@@ -407,23 +452,19 @@ except Exception as e:
     assert "SignatureDoesNotMatch" in str(e), e
 print("ok")
 "#;
-    let out = std::process::Command::new(&python)
-        .args(["-c", script])
-        .env("ENDPOINT", creds["endpoint_url"].as_str().unwrap())
-        .env("KEY", creds["access_key_id"].as_str().unwrap())
-        .env("SECRET", creds["secret_access_key"].as_str().unwrap())
-        .output()
-        .unwrap();
+    let out = run_boto3(&node, &python, script, &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let event: Value = wait_until("the upload's event", Duration::from_secs(30), || {
-        let logs = node.wisp_ok(&["logs", "on-photo"]);
-        let line = logs.lines().find(|l| l.contains("EVENT "))?;
-        serde_json::from_str(line.split_once("EVENT ")?.1).ok()
-    });
+    let event: Value = printed_event(
+        &node,
+        "on-photo",
+        "EVENT",
+        "the upload's event",
+        Duration::from_secs(30),
+    );
     let rec = &event["Records"][0];
     assert_eq!(rec["eventSource"], "aws:s3", "{event}");
     assert_eq!(rec["eventName"], "ObjectCreated:Put");
@@ -462,19 +503,15 @@ functions:
     limits:
       timeout: 2s
 "#,
-        dir = native("python-s3-counter"),
+        dir = native("python-redis-counter"),
     )));
     node.wisp_ok(&["deploy", &arg(&m)]);
-    let creds: Value =
-        serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap();
     const N: usize = 200;
     // 16 threads upload objects "0" to "199"; the thread that gets the last 200 kills the
     // node (SIGKILL) at once, microseconds after the answer.
     let script = r#"
 import boto3, os, signal, threading
 from concurrent.futures import ThreadPoolExecutor
-s3 = boto3.client("s3", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
-                  aws_access_key_id=os.environ["KEY"], aws_secret_access_key=os.environ["SECRET"])
 bucket, n = os.environ["BUCKET"], int(os.environ["N"])
 s3.create_bucket(Bucket=bucket)
 done, lock = [0], threading.Lock()
@@ -490,16 +527,16 @@ with ThreadPoolExecutor(16) as pool:
 print("UPLOADED", flush=True)
 "#;
     let node_pid = node.child.as_ref().unwrap().id();
-    let out = std::process::Command::new(&python)
-        .args(["-c", script])
-        .env("ENDPOINT", creds["endpoint_url"].as_str().unwrap())
-        .env("KEY", creds["access_key_id"].as_str().unwrap())
-        .env("SECRET", creds["secret_access_key"].as_str().unwrap())
-        .env("BUCKET", &bucket)
-        .env("N", N.to_string())
-        .env("NODE_PID", node_pid.to_string())
-        .output()
-        .unwrap();
+    let out = run_boto3(
+        &node,
+        &python,
+        script,
+        &[
+            ("BUCKET", bucket.clone()),
+            ("N", N.to_string()),
+            ("NODE_PID", node_pid.to_string()),
+        ],
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("UPLOADED"),
         "the uploads failed: {}",
@@ -552,11 +589,13 @@ functions:
     )));
     node.wisp_ok(&["deploy", &arg(&m)]);
     let id = invoke_async(&node, "fragile", &json!({"fail": "nope"}));
-    let record: Value = wait_until("the failure record", Duration::from_secs(30), || {
-        let logs = node.wisp_ok(&["logs", "catcher"]);
-        let line = logs.lines().find(|l| l.contains("RECORD "))?;
-        serde_json::from_str(line.split_once("RECORD ")?.1).ok()
-    });
+    let record: Value = printed_event(
+        &node,
+        "catcher",
+        "RECORD",
+        "the failure record",
+        Duration::from_secs(30),
+    );
     let ctx = &record["requestContext"];
     assert_eq!(ctx["requestId"], id.as_str(), "{record}");
     assert_eq!(ctx["condition"], "RetriesExhausted", "{record}");
@@ -605,8 +644,7 @@ functions:
         dir = code.path().display(),
     )));
     node.wisp_ok(&["deploy", &arg(&m)]);
-    let creds: Value =
-        serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap();
+    let creds = s3_credentials(&node);
     let env: Value = serde_json::from_str(&node.wisp_ok(&["invoke", "with-net"])).unwrap();
     assert_eq!(env["AWS_ENDPOINT_URL_S3"], creds["endpoint_url"], "{env}");
     assert_eq!(env["AWS_ACCESS_KEY_ID"], creds["access_key_id"], "{env}");
@@ -687,11 +725,13 @@ functions:
         dir = reader.path().display(),
     )));
     node.wisp_ok(&["deploy", &arg(&sub)]);
-    let event: Value = wait_until("the reader's batch", Duration::from_secs(30), || {
-        let logs = node.wisp_ok(&["logs", "reader"]);
-        let line = logs.lines().find(|l| l.contains("RECORD "))?;
-        serde_json::from_str(line.split_once("RECORD ")?.1).ok()
-    });
+    let event: Value = printed_event(
+        &node,
+        "reader",
+        "RECORD",
+        "the reader's batch",
+        Duration::from_secs(30),
+    );
     let body = event["Records"][0]["body"].as_str().unwrap();
     let record: Value = serde_json::from_str(body).unwrap();
     assert_eq!(record["version"], "1.0", "{record}");

@@ -2,7 +2,7 @@
 //! copies in the other bucket, made by a Python function with Pillow and boto3 that finds
 //! the node's S3 API through the environment Wisp gives it.
 
-use crate::events::boto3_python;
+use crate::events::{boto3_python, run_boto3};
 use crate::harness::*;
 use crate::native::with_host_runtimes;
 use serde_json::Value;
@@ -40,8 +40,6 @@ def check_png(data):
     assert len(pixels) == h * (1 + w * channels), "IDAT does not match IHDR"
     return w, h
 
-s3 = boto3.client("s3", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
-                  aws_access_key_id=os.environ["KEY"], aws_secret_access_key=os.environ["SECRET"])
 s3.create_bucket(Bucket="photos")
 s3.create_bucket(Bucket="thumbnails")
 s3.put_object(Bucket="photos", Key="cats/tom.png", Body=png(640, 480), ContentType="image/png")
@@ -78,15 +76,7 @@ fn an_uploaded_photo_gets_smaller_thumbnails_in_the_other_bucket() {
         &format!("source: {}", example.join("thumbnailer").display()),
     )));
     node.wisp_ok(&["deploy", &arg(&m)]);
-    let creds: Value =
-        serde_json::from_str(&node.wisp_ok(&["s3", "credentials", "--json"])).unwrap();
-    let out = std::process::Command::new(&python)
-        .args(["-c", UPLOAD_AND_CHECK])
-        .env("ENDPOINT", creds["endpoint_url"].as_str().unwrap())
-        .env("KEY", creds["access_key_id"].as_str().unwrap())
-        .env("SECRET", creds["secret_access_key"].as_str().unwrap())
-        .output()
-        .unwrap();
+    let out = run_boto3(&node, &python, UPLOAD_AND_CHECK, &[]);
     assert!(
         out.status.success(),
         "{}\nnode:\n{}",
