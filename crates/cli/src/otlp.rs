@@ -132,7 +132,7 @@ pub fn span_data(r: &UsageRecord) -> Option<SpanData> {
         KeyValue::new("wisp.trigger", r.trigger.as_str()),
         KeyValue::new("wisp.billed_ms", r.billed_ms as i64),
         KeyValue::new("wisp.init_ms", r.init_us as f64 / 1000.0),
-        KeyValue::new("wisp.outcome", outcome(r.outcome)),
+        KeyValue::new("wisp.outcome", r.outcome.as_str()),
     ];
     if let Some(cpu) = r.cpu_us {
         attributes.push(KeyValue::new("wisp.cpu_ms", cpu as f64 / 1000.0));
@@ -157,22 +157,12 @@ pub fn span_data(r: &UsageRecord) -> Option<SpanData> {
         links: SpanLinks::default(),
         status: match r.outcome {
             Outcome::Success => Status::Unset,
-            o => Status::error(outcome(o)),
+            o => Status::error(o.as_str()),
         },
         instrumentation_scope: InstrumentationScope::builder("wisp")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build(),
     })
-}
-
-fn outcome(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Success => "success",
-        Outcome::Error => "error",
-        Outcome::Timeout => "timeout",
-        Outcome::OutOfMemory => "out_of_memory",
-        Outcome::Throttled => "throttled",
-    }
 }
 
 #[cfg(test)]

@@ -125,6 +125,19 @@ pub enum Outcome {
     Throttled,
 }
 
+impl Outcome {
+    /// The name as serialized (`success`, `out_of_memory`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::OutOfMemory => "out_of_memory",
+            Outcome::Throttled => "throttled",
+        }
+    }
+}
+
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -91,6 +91,19 @@ CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (ts_ms);
 "#;
 
+/// One hour's sums of a batch of usage records.
+#[derive(Default)]
+struct HourSum {
+    invocations: i64,
+    errors: i64,
+    billed_ms: i64,
+    gb_seconds: f64,
+    duration_us: i64,
+    cold_starts: i64,
+    peak: u32,
+    cpu_us: i64,
+}
+
 /// An `invocations` row (trigger and outcome are set by the caller, from columns 3 and 10).
 fn usage_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
@@ -171,8 +184,7 @@ impl SqliteStore {
         }
         logs.execute_batch(
             "CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id);
-             CREATE INDEX IF NOT EXISTS invocations_by_trace ON invocations (trace_id);
-             CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations (request_id);",
+             CREATE INDEX IF NOT EXISTS invocations_by_trace ON invocations (trace_id);",
         )?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -495,9 +507,9 @@ impl Store for SqliteStore {
             let mut hourly = tx.prepare_cached(
                 "INSERT INTO usage_hourly (function, trigger, hour_ms, invocations, errors,
                     billed_ms, gb_seconds, duration_us, cold_starts, peak_concurrency, cpu_us)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (function, trigger, hour_ms) DO UPDATE SET
-                    invocations = invocations + 1,
+                    invocations = invocations + excluded.invocations,
                     errors = errors + excluded.errors,
                     billed_ms = billed_ms + excluded.billed_ms,
                     gb_seconds = gb_seconds + excluded.gb_seconds,
@@ -506,11 +518,11 @@ impl Store for SqliteStore {
                     cpu_us = cpu_us + excluded.cpu_us,
                     peak_concurrency = max(peak_concurrency, excluded.peak_concurrency)",
             )?;
+            // The batch is summed per function, trigger and hour first: one upsert per
+            // group, not per invocation.
+            let mut hours: std::collections::HashMap<(&str, &str, i64), HourSum> =
+                std::collections::HashMap::new();
             for r in records {
-                let outcome = serde_json::to_value(r.outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
                 raw.execute(params![
                     r.request_id,
                     r.function,
@@ -522,7 +534,7 @@ impl Store for SqliteStore {
                     r.memory_mb as i64,
                     r.init_us as i64,
                     r.cold_start,
-                    outcome,
+                    r.outcome.as_str(),
                     r.concurrency,
                     r.cpu_us.map(|c| c as i64),
                     r.span.trace_id,
@@ -530,18 +542,31 @@ impl Store for SqliteStore {
                     r.span.parent_span_id,
                 ])?;
                 let hour_ms = r.start_ms - r.start_ms.rem_euclid(3_600_000);
-                let error = r.outcome != wisp_core::Outcome::Success;
+                let h = hours
+                    .entry((r.function.as_str(), r.trigger.as_str(), hour_ms))
+                    .or_default();
+                h.invocations += 1;
+                h.errors += (r.outcome != wisp_core::Outcome::Success) as i64;
+                h.billed_ms += r.billed_ms as i64;
+                h.gb_seconds += wisp_core::gb_seconds(r.memory_mb, r.billed_ms);
+                h.duration_us += r.duration_us as i64;
+                h.cold_starts += r.cold_start as i64;
+                h.peak = h.peak.max(r.concurrency);
+                h.cpu_us += r.cpu_us.unwrap_or(0) as i64;
+            }
+            for ((function, trigger, hour_ms), h) in hours {
                 hourly.execute(params![
-                    r.function,
-                    r.trigger.as_str(),
+                    function,
+                    trigger,
                     hour_ms,
-                    error as i64,
-                    r.billed_ms as i64,
-                    wisp_core::gb_seconds(r.memory_mb, r.billed_ms),
-                    r.duration_us as i64,
-                    r.cold_start as i64,
-                    r.concurrency,
-                    r.cpu_us.unwrap_or(0) as i64,
+                    h.invocations,
+                    h.errors,
+                    h.billed_ms,
+                    h.gb_seconds,
+                    h.duration_us,
+                    h.cold_starts,
+                    h.peak,
+                    h.cpu_us,
                 ])?;
             }
         }
@@ -583,15 +608,24 @@ impl Store for SqliteStore {
 
     fn trace(&self, id: &str) -> Result<Vec<UsageRecord>> {
         let conn = self.logs_conn();
-        // A request id names the trace its (first) invocation belongs to.
-        let trace_id: Option<String> = conn
-            .query_row(
-                "SELECT trace_id FROM invocations WHERE (trace_id = ?1 OR request_id = ?1)
-                    AND trace_id != '' ORDER BY start_ms LIMIT 1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        // A request id names the trace its (first) invocation belongs to: found through the
+        // log lines' index when the invocation logged anything, else by a scan (no index on
+        // request ids, which would cost every invocation a write).
+        let one = |sql: &str| -> Result<Option<String>> {
+            Ok(conn.query_row(sql, [id], |r| r.get(0)).optional()?)
+        };
+        let trace_id = match one("SELECT trace_id FROM invocations WHERE trace_id = ?1 LIMIT 1")? {
+            Some(t) => Some(t),
+            None => match one(
+                "SELECT trace_id FROM logs WHERE request_id = ?1 AND trace_id != '' LIMIT 1",
+            )? {
+                Some(t) => Some(t),
+                None => one(
+                    "SELECT trace_id FROM invocations WHERE request_id = ?1 AND trace_id != ''
+                     ORDER BY start_ms LIMIT 1",
+                )?,
+            },
+        };
         let Some(trace_id) = trace_id else {
             return Ok(Vec::new());
         };
