@@ -54,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/v1/usage"),
     ("get", "/v1/cost"),
+    ("get", "/v1/traces/{id}"),
 ];
 
 /// Largest component upload accepted.

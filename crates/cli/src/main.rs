@@ -6,6 +6,7 @@ mod build;
 mod bundle;
 mod client;
 mod commands;
+mod host_services;
 mod otlp;
 mod output;
 
@@ -39,6 +40,7 @@ enum Command {
     /// The state of an asynchronous invocation (`wisp invoke --async`).
     Events(commands::dlq::Events),
     /// Show a function's log lines (-f to follow).
+    #[command(disable_version_flag = true)]
     Logs(commands::logs::Logs),
     /// List the versions of a function.
     Versions(commands::versions::Versions),

@@ -61,6 +61,43 @@ pub struct FunctionSpec {
     /// A queue whose messages invoke the function in batches.
     #[serde(default, rename = "queue", skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSubscription>,
+    /// Node services a WebAssembly function may call with outbound HTTP (all other
+    /// outbound requests are denied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<HostService>,
+}
+
+/// A node service a WebAssembly function reaches by a virtual host name in outbound HTTP,
+/// served inside the node (no network, no credentials in the function).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostService {
+    /// The node's S3-compatible object store, at `http://objects.wisp/BUCKET/KEY`.
+    Objects,
+    /// The node's function gateway, at `http://self/PATH`: calls other functions'
+    /// routes (with `X-Amz-Invocation-Type: Event`, asynchronously).
+    #[serde(rename = "self")]
+    Gateway,
+}
+
+impl HostService {
+    pub const ALL: [HostService; 2] = [HostService::Objects, HostService::Gateway];
+
+    /// The name in a manifest's `outbound:` list.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostService::Objects => "objects",
+            HostService::Gateway => "self",
+        }
+    }
+
+    /// The host name a function's requests use.
+    pub fn host(self) -> &'static str {
+        match self {
+            HostService::Objects => "objects.wisp",
+            HostService::Gateway => "self",
+        }
+    }
 }
 
 /// One immutable, numbered version of a function.

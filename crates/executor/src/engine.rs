@@ -1,4 +1,4 @@
-use crate::host::{DenyOutbound, HostState, MemoryLimiter};
+use crate::host::{HostState, MemoryLimiter, Outbound};
 use crate::logpipe::LogPipe;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -96,6 +96,8 @@ pub struct LoadedComponent {
 pub struct InvocationContext {
     pub env: Vec<(String, String)>,
     pub limits: Limits,
+    /// The host services this invocation may call, and its trace context.
+    pub outbound: Outbound,
 }
 
 /// The result of running one request.
@@ -303,7 +305,7 @@ impl Executor {
                     max_bytes: usize::try_from(ctx.limits.memory_bytes).unwrap_or(usize::MAX),
                     hit: oom.clone(),
                 },
-                hooks: DenyOutbound,
+                hooks: ctx.outbound.clone(),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -329,6 +331,8 @@ impl Executor {
         let mut slot = pool
             .and_then(WarmPool::take)
             .unwrap_or_else(|| self.new_slot(ctx));
+        // A warm instance serves this invocation's trace, with this version's grants.
+        slot.store.data_mut().hooks = ctx.outbound.clone();
         let (stdout, stderr, oom) = (slot.stdout.clone(), slot.stderr.clone(), slot.oom.clone());
         oom.store(false, Ordering::Relaxed);
         slot.store.set_epoch_deadline(1);

@@ -9,7 +9,7 @@ pub struct HostState {
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
     pub limiter: MemoryLimiter,
-    pub hooks: DenyOutbound,
+    pub hooks: Outbound,
 }
 
 impl WasiView for HostState {
@@ -62,26 +62,105 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Outbound HTTP from functions is denied: Wisp's default is no network for functions.
-pub struct DenyOutbound;
+/// A service of the node that functions reach by a virtual host name in outbound
+/// `wasi:http` requests (`http://objects.wisp/...`), served in-process: no socket, no
+/// credentials in the function. Bodies are buffered.
+pub trait HostService: Send + Sync + 'static {
+    fn call(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<bytes::Bytes>> + Send>>;
+}
 
-impl WasiHttpHooks for DenyOutbound {
+/// What one invocation may call: the host services (by virtual host name) its function
+/// was granted, and the trace context its outbound requests carry. Outbound HTTP to
+/// anywhere else is denied: Wisp's default is no network for functions.
+#[derive(Clone, Default)]
+pub struct Outbound {
+    pub services: Vec<(String, std::sync::Arc<dyn HostService>)>,
+    /// `traceparent` for requests that do not set one (the invocation's span as parent).
+    pub traceparent: Option<http::HeaderValue>,
+    /// Largest request body a function may send to a service.
+    pub max_body: usize,
+    /// The calling function, put in each request's extensions as [`Caller`].
+    pub caller: String,
+}
+
+/// The function a host-service request comes from (a request extension, which the
+/// function cannot set or forge).
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field(
+                "services",
+                &self.services.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("traceparent", &self.traceparent)
+            .finish()
+    }
+}
+
+type SendResult = Result<
+    (
+        http::Response<wasmtime_wasi_http::WasiBody>,
+        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
+
+impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        use http_body_util::BodyExt;
+        let host = request.uri().host().map(str::to_ascii_lowercase);
+        let plain_http = request.uri().scheme_str().is_none_or(|s| s == "http");
+        let service = host.filter(|_| plain_http).and_then(|h| {
+            self.services
+                .iter()
+                .find(|(name, _)| *name == h)
+                .map(|(_, s)| s.clone())
+        });
+        let Some(service) = service else {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        };
+        let traceparent = self.traceparent.clone();
+        let max_body = self.max_body;
+        let caller = Caller(self.caller.clone());
+        Box::new(async move {
+            let (mut parts, body) = request.into_parts();
+            let body = http_body_util::Limited::new(body, max_body)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+                    } else {
+                        wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+                    }
+                })?
+                .to_bytes();
+            if let Some(tp) = traceparent
+                && !parts.headers.contains_key("traceparent")
+            {
+                parts.headers.insert("traceparent", tp);
+            }
+            parts.extensions.insert(caller);
+            let response = service.call(http::Request::from_parts(parts, body)).await;
+            let response = response.map(|b| {
+                http_body_util::Full::new(b)
+                    .map_err(|never: std::convert::Infallible| match never {})
+                    .boxed_unsync()
+            });
+            let io: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, io))
+        })
     }
 }

@@ -63,6 +63,7 @@ fn ctx(timeout_ms: u64, memory_mib: u64) -> InvocationContext {
             memory_bytes: memory_mib * 1024 * 1024,
             ..Limits::default()
         },
+        outbound: Default::default(),
     }
 }
 

@@ -153,6 +153,8 @@ pub struct Invoker {
     events: std::sync::OnceLock<wisp_events::EventStore>,
     /// Usage records are written (see [`Invoker::with_metering`]).
     metering: bool,
+    /// The node services WebAssembly functions may be granted (`outbound:`).
+    host_services: RwLock<Vec<(wisp_core::HostService, Arc<dyn wisp_executor::HostService>)>>,
 }
 
 /// An asynchronous invocation, stored.
@@ -212,6 +214,7 @@ impl Invoker {
             running: Default::default(),
             events: std::sync::OnceLock::new(),
             metering: true,
+            host_services: RwLock::new(Vec::new()),
         })
     }
 
@@ -583,6 +586,7 @@ impl Invoker {
         let ctx = InvocationContext {
             env: f.env.clone(),
             limits: f.spec.limits,
+            outbound: self.outbound(f, &inv.trace),
         };
         let ts_ms = logs::now_ms();
         let result = match &f.warm {
@@ -652,6 +656,46 @@ impl Invoker {
 }
 
 impl Invoker {
+    /// Makes a node service available to the WebAssembly functions whose manifest grants
+    /// it (`outbound: [objects, self]`).
+    pub fn set_host_service(
+        &self,
+        kind: wisp_core::HostService,
+        service: Arc<dyn wisp_executor::HostService>,
+    ) {
+        let mut services = self
+            .host_services
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        services.retain(|(k, _)| *k != kind);
+        services.push((kind, service));
+    }
+
+    /// What one invocation of `f` may call: its granted services, with its trace.
+    fn outbound(
+        &self,
+        f: &ActiveFunction,
+        span: &wisp_core::SpanContext,
+    ) -> wisp_executor::Outbound {
+        if f.spec.outbound.is_empty() {
+            return wisp_executor::Outbound::default();
+        }
+        let services = self
+            .host_services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| f.spec.outbound.contains(k))
+            .map(|(k, s)| (k.host().to_string(), s.clone()))
+            .collect();
+        wisp_executor::Outbound {
+            services,
+            traceparent: http::HeaderValue::from_str(&span.traceparent().header_value()).ok(),
+            max_body: OUTBOUND_MAX_BODY,
+            caller: f.name.to_string(),
+        }
+    }
+
     /// Gives the invoker the node's event store, for [`Invoker::enqueue`].
     pub fn attach_events(&self, events: wisp_events::EventStore) {
         let _ = self.events.set(events);
@@ -1110,6 +1154,10 @@ impl Drop for Running<'_> {
         self.1.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Largest request body a WebAssembly function may send to a node service (an object it
+/// writes, a call's body).
+pub const OUTBOUND_MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Header that carries the request id to the function and back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-wisp-request-id";

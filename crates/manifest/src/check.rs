@@ -34,6 +34,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "s3",
     "async",
     "queue",
+    "outbound",
 ];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
@@ -52,7 +53,7 @@ const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("entrypoint", "handler"),
     ("entry", "handler"),
     ("allow_network", "network"),
-    ("outbound", "network"),
+    ("services", "outbound"),
     ("schedules", "schedule"),
     ("cron", "schedule"),
     ("rate", "schedule"),
@@ -522,6 +523,10 @@ impl<'a> Checker<'a> {
                 "`instance_reuse` is for WebAssembly functions: a native function's instance always serves one request after another (remove the line)",
             ));
         }
+        let outbound = match fields.get("outbound") {
+            Some((ok, ov)) => self.outbound(&join(path, "outbound"), ok, ov, native.is_some())?,
+            None => Vec::new(),
+        };
         let webhook = match fields.get("webhook") {
             Some((wk, wv)) => Some(self.webhook(&join(path, "webhook"), wk, wv, &env)?),
             None => None,
@@ -555,8 +560,71 @@ impl<'a> Checker<'a> {
             env,
             limits,
             instance_reuse,
+            outbound,
             line: k.pos.line,
         })
+    }
+
+    /// `outbound: objects`, or a list of `objects` and `self`: the node services a
+    /// WebAssembly function may call by outbound HTTP.
+    fn outbound(
+        &self,
+        path: &str,
+        k: &Node,
+        v: &Node,
+        native: bool,
+    ) -> Result<Vec<wisp_core::HostService>> {
+        if native {
+            return Err(self.err(
+                k.pos,
+                path,
+                "`outbound` is for WebAssembly functions; a native function reaches the network (and the node's S3 API) with `network: true`",
+            ));
+        }
+        let names = || {
+            wisp_core::HostService::ALL
+                .iter()
+                .map(|s| format!("`{}`", s.name()))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
+        let items: Vec<&Node> = match &v.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![v],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Kind::Str(s) = &item.kind else {
+                return Err(self.err(
+                    at(k, item),
+                    path,
+                    format!(
+                        "`outbound` lists node services ({}), not {}: e.g. `outbound: [objects]`",
+                        names(),
+                        item.describe()
+                    ),
+                ));
+            };
+            let Some(service) = wisp_core::HostService::ALL
+                .into_iter()
+                .find(|x| x.name() == s.trim())
+            else {
+                return Err(self.err(
+                    item.pos,
+                    path,
+                    format!(
+                        "`{}` is not a node service: use {} (`objects`: the S3 API at http://objects.wisp, `self`: other functions' routes at http://self); other outbound HTTP is not allowed",
+                        s.trim(),
+                        names()
+                    ),
+                ));
+            };
+            if !out.contains(&service) {
+                out.push(service);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// `queue: NAME` or `queue: {name, batch_size: 1..100 (10), batch_window: 0s..5m}`.

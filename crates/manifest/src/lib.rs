@@ -82,6 +82,8 @@ pub struct FunctionManifest {
     pub async_config: Option<wisp_core::AsyncConfig>,
     /// `queue:`: a queue whose messages invoke the function in batches.
     pub queue: Option<wisp_core::QueueSubscription>,
+    /// `outbound: [objects, self]`: node services a WebAssembly function may call.
+    pub outbound: Vec<wisp_core::HostService>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

@@ -45,6 +45,9 @@ fn render(path: &Path, cases: &Path) -> String {
                 if let Some(a) = &f.async_config {
                     writeln!(s, "  async: {a:?}").unwrap();
                 }
+                if !f.outbound.is_empty() {
+                    writeln!(s, "  outbound: {:?}", f.outbound).unwrap();
+                }
                 for t in &f.object_triggers {
                     writeln!(s, "  s3: {t:?}").unwrap();
                 }

@@ -29,7 +29,7 @@ pub use events::{
     Ack, Acker, CreatedKind, DiscardEvents, EventFilter, EventKind, EventSink, KindPattern,
     ObjectEvent, RemovedKind, s3_notification_record,
 };
-pub use http_api::router;
+pub use http_api::{TrustedPrincipal, router};
 pub use store::{BucketInfo, ObjectChecksum, ObjectInfo, ObjectReader, ObjectStore};
 
 use std::time::Duration;

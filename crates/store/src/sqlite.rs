@@ -694,6 +694,7 @@ mod tests {
             object_triggers: Vec::new(),
             async_config: None,
             queue: None,
+            outbound: Vec::new(),
         }
     }
 

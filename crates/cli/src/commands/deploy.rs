@@ -136,6 +136,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             object_triggers: f.object_triggers.clone(),
             async_config: f.async_config.clone(),
             queue: f.queue.clone(),
+            outbound: f.outbound.clone(),
         });
     }
     let result: DeployResult = client

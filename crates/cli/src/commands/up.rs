@@ -674,6 +674,7 @@ impl Up {
             Arc::new(wisp_objects::StaticCredentials::new().with(key_id, secret)),
             Arc::new(object_triggers),
         );
+        crate::host_services::register(&invoker, s3_router.clone());
         let s3_shutdown = shutdown.clone();
         let s3_server = tokio::spawn(async move {
             axum::serve(

@@ -12,6 +12,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod native;
+mod outbound;
 mod routing;
 mod scaling;
 mod thumbnails;

@@ -1,0 +1,99 @@
+//! The node services WebAssembly functions may call by outbound HTTP (`outbound:` in the
+//! manifest), served in-process: `http://objects.wisp/...` is the S3 API, authenticated as
+//! the calling function without keys; `http://self/...` is the function gateway, so one
+//! function calls another's route (asynchronously with `X-Amz-Invocation-Type: Event`),
+//! within the caller's trace.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use tower::ServiceExt;
+use wisp_executor::{Caller, HostService};
+use wisp_invoker::Invoker;
+
+type Answer = Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>>;
+
+/// Largest response a function gets from a service (an object it reads).
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+/// Registers both services with the invoker.
+pub fn register(invoker: &Arc<Invoker>, s3: axum::Router) {
+    invoker.set_host_service(wisp_core::HostService::Objects, Arc::new(Objects(s3)));
+    invoker.set_host_service(
+        wisp_core::HostService::Gateway,
+        Arc::new(Gateway(Arc::downgrade(invoker))),
+    );
+}
+
+fn failure(status: http::StatusCode, message: String) -> http::Response<Bytes> {
+    let mut r = http::Response::new(Bytes::from(message));
+    *r.status_mut() = status;
+    r
+}
+
+async fn collect<B>(resp: http::Response<B>) -> http::Response<Bytes>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = resp.into_parts();
+    match http_body_util::Limited::new(body, MAX_RESPONSE)
+        .collect()
+        .await
+    {
+        Ok(c) => http::Response::from_parts(parts, c.to_bytes()),
+        Err(e) => failure(
+            http::StatusCode::BAD_GATEWAY,
+            format!("reading the service's answer: {e}"),
+        ),
+    }
+}
+
+/// `http://objects.wisp/BUCKET/KEY`: the node's S3 API (path-style), as the function.
+struct Objects(axum::Router);
+
+impl HostService for Objects {
+    fn call(&self, req: http::Request<Bytes>) -> Answer {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let caller = parts
+                .extensions
+                .get::<Caller>()
+                .map(|c| c.0.clone())
+                .unwrap_or_default();
+            parts
+                .extensions
+                .insert(wisp_objects::TrustedPrincipal(format!("function:{caller}")));
+            let req = http::Request::from_parts(parts, axum::body::Body::from(body));
+            match router.oneshot(req).await {
+                Ok(resp) => collect(resp).await,
+                Err(never) => match never {},
+            }
+        })
+    }
+}
+
+/// `http://self/PATH`: the function gateway, exactly as a client reaching it.
+struct Gateway(Weak<Invoker>);
+
+impl HostService for Gateway {
+    fn call(&self, req: http::Request<Bytes>) -> Answer {
+        let invoker = self.0.upgrade();
+        Box::pin(async move {
+            let Some(invoker) = invoker else {
+                return failure(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the node is shutting down".into(),
+                );
+            };
+            let (parts, body) = req.into_parts();
+            let resp =
+                wisp_gateway::handle(&invoker, http::Request::from_parts(parts, Full::new(body)))
+                    .await;
+            collect(resp).await
+        })
+    }
+}
