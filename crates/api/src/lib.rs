@@ -50,6 +50,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/queues"),
     ("post", "/v1/queues"),
     ("post", "/v1/queues/{name}/messages"),
+    ("post", "/v1/queues/{name}/receive"),
     ("get", "/v1/logs"),
     ("get", "/metrics"),
     ("get", "/v1/usage"),
@@ -116,6 +117,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/events/{id}", get(functions::event))
         .route("/v1/queues", get(queues::list).post(queues::create))
         .route("/v1/queues/{name}/messages", post(queues::send))
+        .route("/v1/queues/{name}/receive", post(queues::receive))
         .route("/v1/logs", get(logs::logs))
         .route("/metrics", get(metrics))
         .route("/v1/usage", get(usage::usage))

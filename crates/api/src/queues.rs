@@ -123,3 +123,61 @@ pub async fn send(
         Json(serde_json::json!({ "queue": name, "message_id": id })),
     ))
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Receive {
+    /// At most this many messages (1 to 10, default 1), oldest first.
+    #[serde(default)]
+    max: Option<usize>,
+    /// Seconds the messages stay invisible to other receivers (default: the queue's).
+    #[serde(default)]
+    visibility_timeout_s: Option<u64>,
+    /// Delete them once read (receive and delete in one step).
+    #[serde(default)]
+    delete: bool,
+}
+
+/// Receives messages as an SQS consumer would (`wisp queue receive`): each is hidden for
+/// the visibility timeout and comes back unless deleted; `delete` removes them at once.
+pub async fn receive(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Option<Json<Receive>>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let req = body.map(|Json(r)| r).unwrap_or_default();
+    let max = req.max.unwrap_or(1);
+    if !(1..=10).contains(&max) {
+        return Err(ApiError::bad_request(
+            "max must be 1 to 10 (as SQS's MaxNumberOfMessages)",
+        ));
+    }
+    let events = store(&state)?;
+    let messages = events
+        .receive(
+            &name,
+            max,
+            req.visibility_timeout_s.map(Duration::from_secs),
+        )
+        .await
+        .map_err(store_error)?;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        if req.delete {
+            events
+                .delete(&m.receipt_handle)
+                .await
+                .map_err(store_error)?;
+        }
+        out.push(serde_json::json!({
+            "message_id": m.message_id,
+            "receipt_handle": m.receipt_handle,
+            "body": m.body,
+            "md5_of_body": m.md5_of_body,
+            "receive_count": m.attributes.approximate_receive_count,
+            "sent_at": m.attributes.sent_timestamp.to_string(),
+            "deleted": req.delete,
+        }));
+    }
+    Ok(Json(out))
+}

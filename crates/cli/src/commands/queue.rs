@@ -34,6 +34,25 @@ pub enum QueueCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Receive messages as a consumer: printed, hidden for the visibility timeout and
+    /// delivered again unless deleted (`--delete`: receive and delete).
+    Receive {
+        name: String,
+        /// At most this many (1 to 10).
+        #[arg(long, default_value_t = 1)]
+        max: usize,
+        /// How long they stay hidden from other receivers (default: the queue's).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        visibility: Option<std::time::Duration>,
+        /// Delete them once received.
+        #[arg(long)]
+        delete: bool,
+        /// Print JSON (message id, receipt handle, body, receive count...).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// List queues with their depth, messages in flight and oldest age.
     Ls {
         #[arg(long)]
@@ -78,6 +97,36 @@ impl Queue {
                     .await?;
                 let v: serde_json::Value = resp.json().await?;
                 println!("{}", v["message_id"].as_str().unwrap_or(""));
+            }
+            QueueCommand::Receive {
+                name,
+                max,
+                visibility,
+                delete,
+                json,
+                api,
+            } => {
+                let client = Client::new(&api)?;
+                let messages: Vec<serde_json::Value> = client
+                    .post(
+                        &format!("/v1/queues/{name}/receive"),
+                        &serde_json::json!({
+                            "max": max,
+                            "visibility_timeout_s": visibility.map(|d| d.as_secs()),
+                            "delete": delete,
+                        }),
+                    )
+                    .await?;
+                if json {
+                    print_json(&messages)?;
+                } else {
+                    if messages.is_empty() {
+                        eprintln!("no visible messages in `{name}`");
+                    }
+                    for m in &messages {
+                        println!("{}", m["body"].as_str().unwrap_or(""));
+                    }
+                }
             }
             QueueCommand::Ls { json, api } => {
                 let client = Client::new(&api)?;

@@ -842,3 +842,49 @@ functions:
     );
     assert!(m.samples.iter().any(|x| x.metric == "wisp_async_events"));
 }
+
+#[test]
+fn wisp_queue_receive_reads_hides_and_deletes_messages() {
+    let node = Node::start();
+    node.wisp_ok(&["queue", "create", "inbox"]);
+    node.wisp_ok(&["queue", "send", "inbox", r#"{"n":1}"#]);
+    node.wisp_ok(&["queue", "send", "inbox", r#"{"n":2}"#]);
+    let got: serde_json::Value = serde_json::from_str(
+        &node.wisp_ok(&["queue", "receive", "inbox", "--max", "10", "--json"]),
+    )
+    .unwrap();
+    let bodies: Vec<&str> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, [r#"{"n":1}"#, r#"{"n":2}"#]);
+    assert_eq!(got[0]["receive_count"], 1);
+    // Received, so hidden for the visibility timeout: nothing visible now.
+    let again = node.wisp(&["queue", "receive", "inbox", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "[]");
+    let ls: serde_json::Value =
+        serde_json::from_str(&node.wisp_ok(&["queue", "ls", "--json"])).unwrap();
+    assert_eq!(
+        (ls[0]["depth"].as_u64(), ls[0]["in_flight"].as_u64()),
+        (Some(0), Some(2))
+    );
+
+    node.wisp_ok(&["queue", "send", "inbox", "third"]);
+    assert_eq!(
+        node.wisp_ok(&["queue", "receive", "inbox", "--delete"])
+            .trim(),
+        "third"
+    );
+    let ls: serde_json::Value =
+        serde_json::from_str(&node.wisp_ok(&["queue", "ls", "--json"])).unwrap();
+    assert_eq!(
+        (ls[0]["depth"].as_u64(), ls[0]["in_flight"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let err = node.wisp_err(&["queue", "receive", "nope"]);
+    assert!(err.contains("no queue `nope`"), "{err}");
+    let err = node.wisp_err(&["queue", "receive", "inbox", "--max", "11"]);
+    assert!(err.contains("max must be 1 to 10"), "{err}");
+}
