@@ -11,7 +11,7 @@ mod error;
 mod functions;
 mod logs;
 mod queues;
-mod traces;
+pub mod traces;
 mod usage;
 
 pub use error::ApiError;

@@ -4,11 +4,11 @@ use crate::ApiState;
 use crate::error::{ApiError, blocking};
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wisp_core::{Outcome, Trigger, UsageRecord};
 
 /// One invocation in a trace.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Span {
     pub span_id: String,
     /// The span that caused it; absent (or not among the spans) for the trace's roots.
@@ -46,7 +46,7 @@ impl From<UsageRecord> for Span {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Trace {
     pub trace_id: String,
     /// In start order.

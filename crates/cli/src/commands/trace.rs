@@ -1,7 +1,6 @@
 use crate::client::{ApiArgs, Client};
 use crate::output::print_json;
 use anyhow::Result;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
 
@@ -18,27 +17,7 @@ pub struct Trace {
     pub api: ApiArgs,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct Span {
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
-    pub request_id: String,
-    pub function: String,
-    pub version: u32,
-    pub trigger: String,
-    pub start_ms: i64,
-    pub duration_ms: f64,
-    pub init_ms: f64,
-    pub cold_start: bool,
-    pub outcome: String,
-    pub cpu_ms: Option<f64>,
-}
-
-#[derive(Debug, Deserialize, serde::Serialize)]
-pub struct TraceDoc {
-    pub trace_id: String,
-    pub spans: Vec<Span>,
-}
+pub use wisp_api::traces::{Span, Trace as TraceDoc};
 
 impl Trace {
     pub async fn execute(self) -> Result<ExitCode> {
@@ -124,10 +103,10 @@ fn walk<'a>(
         if last { "└─" } else { "├─" },
         s.function,
         s.version,
-        s.trigger,
+        s.trigger.as_str(),
         s.start_ms - t0,
         s.duration_ms,
-        s.outcome,
+        s.outcome.as_str(),
         s.request_id
     ));
     let below = format!("{prefix}{}", if last { "   " } else { "│  " });
@@ -152,12 +131,13 @@ mod tests {
             request_id: format!("req-{f}"),
             function: f.into(),
             version: 1,
-            trigger: "http".into(),
+            trigger: wisp_core::Trigger::Http,
             start_ms,
             duration_ms: 10.0,
             init_ms: 0.0,
             cold_start: false,
-            outcome: "success".into(),
+            outcome: wisp_core::Outcome::Success,
+            billed_ms: 10,
             cpu_ms: None,
         }
     }
