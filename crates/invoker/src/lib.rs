@@ -79,6 +79,9 @@ pub struct Completed {
     /// The function's response when `outcome` is [`Outcome::Success`].
     pub response: Option<http::Response<Bytes>>,
     pub error: Option<String>,
+    /// A native function's error as its runtime reported it (`errorMessage`, `errorType`,
+    /// `stackTrace`): the `responsePayload` of a failure destination record.
+    pub error_payload: Option<Bytes>,
     pub duration: Duration,
 }
 
@@ -650,6 +653,7 @@ impl Invoker {
             outcome: result.outcome,
             response: result.response,
             error: result.error,
+            error_payload: None,
             duration: result.duration,
         })
     }
@@ -774,7 +778,7 @@ impl Invoker {
                     },
                     (outcome, _) => InvokeOutcome::Failure {
                         error: c.error.unwrap_or_else(|| format!("{outcome:?}")),
-                        response: body,
+                        response: body.or_else(|| c.error_payload.map(|b| b.to_vec())),
                     },
                 }
             }
@@ -1029,6 +1033,7 @@ impl Invoker {
             outcome,
             response,
             error,
+            error_payload: result.error.map(|e| e.body),
             duration: result.duration,
         }
     }

@@ -751,6 +751,11 @@ functions:
         record["responseContext"]["functionError"], "Unhandled",
         "{record}"
     );
+    // As on Lambda, the response payload is the error the runtime reported.
+    let error = &record["responsePayload"];
+    assert_eq!(error["errorType"], "ValueError", "{record}");
+    assert_eq!(error["errorMessage"], "nope", "{record}");
+    assert!(error["stackTrace"].is_array(), "{record}");
 }
 
 #[test]
