@@ -528,6 +528,9 @@ fn bucket_exists(conn: &Connection, bucket: &str) -> Result<bool, StoreError> {
         .is_some())
 }
 
+/// How long [`ObjectStore::open`] waits for the lock before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl ObjectStore {
     /// Opens (creating if needed) the store under `root`, and removes what a crash may
     /// have left: temp files, and blobs no row refers to.
@@ -539,14 +542,21 @@ impl ObjectStore {
             .truncate(false)
             .write(true)
             .open(root.join("LOCK"))?;
-        if let Err(e) = lock.try_lock() {
-            return Err(StoreError::Io(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "{} is already open in another object store: {e}",
-                    root.display()
-                ),
-            )));
+        // Right after a crash, a child the dead process was still starting (forked, not
+        // yet exec'd) may hold the lock for a few milliseconds more: wait a little before
+        // concluding that another store has it open.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        while let Err(e) = lock.try_lock() {
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Io(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is already open in another object store (is another node running on this data directory?): {e}",
+                        root.display()
+                    ),
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let blobs = root.join("blobs");
         let tmp = root.join("tmp");
@@ -1685,6 +1695,31 @@ mod tests {
             source_ip: None,
             principal: "test".into(),
         }
+    }
+
+    #[test]
+    fn a_second_store_waits_for_the_lock_then_gives_up_naming_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ObjectStore::open(dir.path(), crate::Config::default()).unwrap();
+        // Released within the wait (a dead node's last child going away): the next opens.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = ObjectStore::open(dir.path(), crate::Config::default()).unwrap();
+        release.join().unwrap();
+        // Held for good: an error after the wait, saying what to check.
+        let started = std::time::Instant::now();
+        let err = ObjectStore::open(dir.path(), crate::Config::default())
+            .err()
+            .expect("the lock is held");
+        assert!(started.elapsed() >= LOCK_WAIT);
+        assert!(
+            err.to_string()
+                .contains("is another node running on this data directory?"),
+            "{err}"
+        );
+        drop(second);
     }
 
     fn put_empty(store: &ObjectStore, bucket: &str, key: &str) {
