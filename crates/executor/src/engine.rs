@@ -305,7 +305,8 @@ impl Executor {
                     max_bytes: usize::try_from(ctx.limits.memory_bytes).unwrap_or(usize::MAX),
                     hit: oom.clone(),
                 },
-                hooks: ctx.outbound.clone(),
+                // Set for each invocation in `run`, fresh or warm.
+                hooks: Outbound::default(),
             },
         );
         store.limiter(|s| &mut s.limiter);
