@@ -96,6 +96,9 @@ pub(crate) struct AuthSettings<'a> {
     pub now: OffsetDateTime,
     /// Host suffixes of virtual-hosted addressing (for SigV2's canonical resource).
     pub virtual_host_suffixes: &'a [String],
+    /// The store's region: SigV4 credential scopes must name it, as S3 requires of the
+    /// region a bucket is in.
+    pub region: &'a str,
 }
 
 impl AuthSettings<'_> {
@@ -241,6 +244,9 @@ pub(crate) fn authenticate(
     Err(S3Error::access_denied("Anonymous access is not allowed"))
 }
 
+/// The longest a presigned URL may be valid: 7 days, as S3 allows.
+pub(crate) const MAX_PRESIGNED_EXPIRY: i64 = 7 * 24 * 3600;
+
 fn check_skew(t: OffsetDateTime, settings: &AuthSettings<'_>) -> Result<(), S3Error> {
     let max = Duration::try_from(settings.max_skew).unwrap_or(Duration::minutes(15));
     if (settings.now - t).abs() > max {
@@ -308,6 +314,16 @@ fn header_auth(
         return Err(S3Error::authorization_header_malformed(
             "the credential's service must be s3",
         ));
+    }
+    if cred.region != settings.region {
+        // S3's words; botocore re-signs for the region in <Region> (or, for a HEAD, which
+        // has no body, in x-amz-bucket-region).
+        return Err(S3Error::authorization_header_malformed(format!(
+            "The authorization header is malformed; the region '{}' is wrong; expecting '{}'",
+            cred.region, settings.region
+        ))
+        .with("Region", settings.region)
+        .with_header("x-amz-bucket-region", settings.region));
     }
     let (amz_date, t) = match parts.headers.get("x-amz-date") {
         Some(v) => {
@@ -411,6 +427,14 @@ fn presigned_auth(
             "the credential's service must be s3",
         ));
     }
+    if cred.region != settings.region {
+        return Err(S3Error::authorization_query_malformed(format!(
+            "Error parsing the X-Amz-Credential parameter; the region '{}' is wrong; expecting '{}'",
+            cred.region, settings.region
+        ))
+        .with("Region", settings.region)
+        .with_header("x-amz-bucket-region", settings.region));
+    }
     let t = sigv4::parse_amz_date(&amz_date).ok_or_else(|| {
         S3Error::authorization_query_malformed("X-Amz-Date must be in the ISO8601 Long Format")
     })?;
@@ -419,15 +443,23 @@ fn presigned_auth(
             "the credential's date is not the date of X-Amz-Date",
         ));
     }
+    // As S3: a negative or over-a-week X-Amz-Expires is a malformed URL (400); 0 is a
+    // well-formed URL that has expired as soon as it was made (403 below).
+    // (ceph/s3-tests' test_object_raw_get_x_amz_expires_out_max_range and
+    // _out_positive_range expect 403 for those two, as RGW answers; AWS answers 400.)
     let expires: i64 = expires
         .parse()
-        .ok()
-        .filter(|e| (1..=604_800).contains(e))
-        .ok_or_else(|| {
-            S3Error::authorization_query_malformed(
-                "X-Amz-Expires must be a number of seconds from 1 to 604800",
-            )
-        })?;
+        .map_err(|_| S3Error::authorization_query_malformed("X-Amz-Expires should be a number"))?;
+    if expires < 0 {
+        return Err(S3Error::authorization_query_malformed(
+            "X-Amz-Expires must be non-negative",
+        ));
+    }
+    if expires > MAX_PRESIGNED_EXPIRY {
+        return Err(S3Error::authorization_query_malformed(
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds",
+        ));
+    }
     let max_skew = Duration::try_from(settings.max_skew).unwrap_or(Duration::minutes(15));
     if t - settings.now > max_skew {
         return Err(S3Error::access_denied("Request is not valid yet"));
@@ -595,6 +627,21 @@ fn presigned_v2_auth(
             .with("Expires", expires_raw.clone())
             .with("ServerTime", timefmt::iso8601_millis(settings.now)));
     }
+    // SigV2's Expires is a point in time, so nothing in the URL bounds how long it stays
+    // valid. S3 only signs SigV4 URLs for at most a week (X-Amz-Expires above) and
+    // refuses those longer with 400 AuthorizationQueryParametersError; a SigV2 URL that
+    // outlives that week is refused the same way, so no URL of this store grants access
+    // for longer than a week. The clock skew allowance keeps a week-long URL made by a
+    // client whose clock runs a little ahead valid.
+    let max_skew = Duration::try_from(settings.max_skew).unwrap_or(Duration::minutes(15));
+    let latest = settings.now + Duration::seconds(MAX_PRESIGNED_EXPIRY) + max_skew;
+    if expires > latest.unix_timestamp() {
+        return Err(S3Error::authorization_query_malformed(
+            "Expires must be less than a week (in seconds) from now; that is, at most 604800 seconds after the request",
+        )
+        .with("Expires", expires_raw.clone())
+        .with("ServerTime", timefmt::iso8601_millis(settings.now)));
+    }
     let secret = lookup_secret(settings, &access_key_id)?;
     // The resource is the path as sent; virtual-hosted requests name the bucket in the
     // host, and the canonical resource puts it in front.
@@ -647,6 +694,7 @@ mod tests {
             max_skew: std::time::Duration::from_secs(900),
             now,
             virtual_host_suffixes: &[],
+            region: "us-east-1",
         }
     }
 
@@ -826,7 +874,11 @@ mod tests {
                 ("authorization", &signed.authorization),
             ],
         );
-        let ok = authenticate(&parts, &parts.uri, &settings(&creds, t)).unwrap();
+        let in_frankfurt = AuthSettings {
+            region: "eu-central-1",
+            ..settings(&creds, t)
+        };
+        let ok = authenticate(&parts, &parts.uri, &in_frankfurt).unwrap();
         assert!(matches!(
             ok.payload,
             PayloadAuth::Chunked {
@@ -834,5 +886,152 @@ mod tests {
                 trailer: true
             }
         ));
+    }
+
+    /// The URL `presign` makes, with X-Amz-Expires replaced (the signature no longer
+    /// matches, but the expiry is checked first, as S3 does).
+    fn with_expires(url: &str, expires: &str) -> String {
+        url.replace("X-Amz-Expires=60", &format!("X-Amz-Expires={expires}"))
+    }
+
+    // ceph/s3-tests test_object_raw_get_x_amz_expires_out_range_zero (ExpiresIn=0),
+    // test_object_raw_put_authenticated_expired (ExpiresIn=-1000) and
+    // test_object_raw_get_x_amz_expires_out_max_range (609901), with AWS's answers: an
+    // expired URL is 403 AccessDenied, a malformed X-Amz-Expires 400.
+    #[test]
+    fn presigned_expiry_bounds_are_s3s() {
+        let creds = StaticCredentials::new().with("AKID", "secret");
+        let t = sigv4::parse_amz_date("20240101T000000Z").unwrap();
+        let params = SigningParams {
+            access_key_id: "AKID",
+            secret: "secret",
+            region: "us-east-1",
+            service: "s3",
+            time: t,
+        };
+        let check = |expires: &str, at: OffsetDateTime| {
+            let url = sigv4::presign(&params, "GET", "localhost:9000", "/b/k", "", 60);
+            let url = if expires == "60" {
+                url
+            } else if let Ok(n) = expires.parse::<u64>() {
+                // Signed properly for this expiry.
+                sigv4::presign(&params, "GET", "localhost:9000", "/b/k", "", n)
+            } else {
+                with_expires(&url, expires)
+            };
+            let parts = request("GET", &url, &[("host", "localhost:9000")]);
+            authenticate(&parts, &parts.uri, &settings(&creds, at))
+        };
+        // Zero seconds: valid in form, expired at once.
+        let err = check("0", t + Duration::seconds(1)).unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (403, "AccessDenied"));
+        assert_eq!(err.message, "Request has expired");
+        let err = check("-1000", t).unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.code, err.message.as_str()),
+            (
+                400,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be non-negative"
+            )
+        );
+        let err = check("609901", t).unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.code),
+            (400, "AuthorizationQueryParametersError")
+        );
+        assert!(err.message.contains("less than a week"), "{}", err.message);
+        let err = check("soon", t).unwrap_err();
+        assert_eq!(err.code, "AuthorizationQueryParametersError");
+        // A week is the longest allowed, and it lasts a week.
+        assert!(check("604800", t + Duration::days(6)).is_ok());
+        let err = check("604800", t + Duration::days(7) + Duration::seconds(1)).unwrap_err();
+        assert_eq!(err.message, "Request has expired");
+    }
+
+    #[test]
+    fn sigv2_presigned_urls_last_at_most_a_week() {
+        let creds = StaticCredentials::new().with(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let url_expiring = |expires: i64| {
+            let sts = v2_string_to_sign("GET", &HeaderMap::new(), &expires.to_string(), "/b/k", "");
+            let sig = base64::engine::general_purpose::STANDARD
+                .encode(hmac_sha1("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &sts));
+            format!(
+                "/b/k?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires={expires}&Signature={}",
+                crate::names::uri_encode(sig.as_bytes(), true)
+            )
+        };
+        let at = |url: String| {
+            let parts = request("GET", &url, &[("host", "localhost")]);
+            authenticate(&parts, &parts.uri, &settings(&creds, now))
+        };
+        let week = 7 * 24 * 3600;
+        assert!(at(url_expiring(now.unix_timestamp() + week)).is_ok());
+        // What boto3 makes for ExpiresIn of ten years.
+        let err = at(url_expiring(now.unix_timestamp() + 10 * 365 * 24 * 3600)).unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.code),
+            (400, "AuthorizationQueryParametersError")
+        );
+        let err = at(url_expiring(now.unix_timestamp() - 1)).unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.message.as_str()),
+            (403, "Request has expired")
+        );
+    }
+
+    // S3 refuses a signature scoped to another region than the bucket's with 400
+    // AuthorizationHeaderMalformed (naming the right one in <Region>), and a presigned
+    // URL's with AuthorizationQueryParametersError.
+    #[test]
+    fn signatures_for_another_region_are_refused() {
+        let creds = StaticCredentials::new().with("AKID", "secret");
+        let t = OffsetDateTime::now_utc();
+        let date = sigv4::format_amz_date(t);
+        let params = SigningParams {
+            access_key_id: "AKID",
+            secret: "secret",
+            region: "eu-west-1",
+            service: "s3",
+            time: t,
+        };
+        let headers = [
+            ("host", "127.0.0.1:1234"),
+            ("x-amz-date", date.as_str()),
+            ("x-amz-content-sha256", sigv4::EMPTY_SHA256),
+        ];
+        let signed = sign_request(&params, "GET", "/b/k", "", &headers, sigv4::EMPTY_SHA256);
+        let mut with_auth = headers.to_vec();
+        with_auth.push(("authorization", &signed.authorization));
+        let parts = request("GET", "/b/k", &with_auth);
+        let err = authenticate(&parts, &parts.uri, &settings(&creds, t)).unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.code),
+            (400, "AuthorizationHeaderMalformed")
+        );
+        assert_eq!(
+            err.message,
+            "The authorization header is malformed; the region 'eu-west-1' is wrong; expecting 'us-east-1'"
+        );
+        assert_eq!(err.details, vec![("Region", "us-east-1".to_string())]);
+        let ireland = AuthSettings {
+            region: "eu-west-1",
+            ..settings(&creds, t)
+        };
+        assert!(authenticate(&parts, &parts.uri, &ireland).is_ok());
+
+        let url = sigv4::presign(&params, "GET", "127.0.0.1:1234", "/b/k", "", 60);
+        let parts = request("GET", &url, &[("host", "127.0.0.1:1234")]);
+        let err = authenticate(&parts, &parts.uri, &settings(&creds, t)).unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.code),
+            (400, "AuthorizationQueryParametersError")
+        );
+        assert!(err.message.contains("the region 'eu-west-1' is wrong"));
+        assert!(authenticate(&parts, &parts.uri, &ireland).is_ok());
     }
 }

@@ -219,6 +219,7 @@ async fn handle(app: &App, req: Request, request_id: &str) -> Result<Response, S
                 max_skew: config.max_clock_skew,
                 now: OffsetDateTime::now_utc(),
                 virtual_host_suffixes: &config.virtual_host_suffixes,
+                region: &config.region,
             },
         )?,
     };

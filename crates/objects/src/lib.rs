@@ -38,7 +38,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The region reported by GetBucketLocation and HeadBucket, and given to buckets
-    /// created without a LocationConstraint. Requests may be signed for any region.
+    /// created without a LocationConstraint. SigV4 requests must be signed for it, as
+    /// S3 requires the bucket's region: others get 400 AuthorizationHeaderMalformed
+    /// naming it (a node passes its `--region`, which its functions' SDKs sign with).
     pub region: String,
     /// Largest object accepted by a single PUT or a copy (S3: 5 GiB).
     pub max_object_size: u64,

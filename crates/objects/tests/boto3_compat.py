@@ -158,6 +158,48 @@ try:
 except urllib.error.HTTPError as e:
     raise AssertionError(f"presigned GET {url} failed: {e.read().decode()}")
 
+# Presigned URLs that expire at once are refused as expired (403), as S3 does
+# (ceph/s3-tests test_object_raw_get_x_amz_expires_out_range_zero); longer than a
+# week is malformed (400).
+v4 = client(config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+for expires_in, status in ((0, 403), (604801, 400)):
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": "boto", "Key": "dir/hello world.txt"},
+                                    ExpiresIn=expires_in)
+    try:
+        urllib.request.urlopen(url)
+        raise AssertionError(f"presigned URL with ExpiresIn={expires_in} was accepted")
+    except urllib.error.HTTPError as e:
+        check(e.code == status, f"presigned ExpiresIn={expires_in}: {status}")
+# A SigV2 URL for ten years is refused: no presigned URL lasts longer than a week.
+url = s3.generate_presigned_url("get_object", Params={"Bucket": "boto", "Key": "dir/hello world.txt"},
+                                ExpiresIn=10 * 365 * 24 * 3600)
+try:
+    urllib.request.urlopen(url)
+    raise AssertionError("a ten-year presigned URL was accepted")
+except urllib.error.HTTPError as e:
+    check(e.code in (400, 403), f"ten-year presigned URL refused ({e.code})")
+
+# Signed for another region: S3 refuses it naming the right region, and botocore
+# re-signs for that one on its own (for HEAD too, from x-amz-bucket-region).
+elsewhere = client(region_name="eu-west-1")
+check(elsewhere.get_object(Bucket="boto", Key="dir/hello world.txt")["Body"].read() == b"hello, world",
+      "client for another region is redirected to the store's")
+elsewhere.head_object(Bucket="boto", Key="dir/hello world.txt")
+refusals = []
+
+
+def record_refusal(response, **_):
+    if response is not None and response[0] is not None and response[0].status_code != 200:
+        refusals.append((response[0].status_code, response[1].get("Error", {}).get("Code"),
+                         response[1].get("Error", {}).get("Region")))
+
+
+watched = client(region_name="ap-south-1")
+watched.meta.events.register("needs-retry.s3.ListObjectsV2", record_refusal)
+watched.list_objects_v2(Bucket="boto")
+check(refusals == [(400, "AuthorizationHeaderMalformed", "us-east-1")],
+      f"signed for ap-south-1: refused first, naming us-east-1 {refusals}")
+
 # Wrong secret.
 bad = client(aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"], aws_secret_access_key="wrong")
 check(error_code(bad.get_object, Bucket="boto", Key="dir/hello world.txt") == "SignatureDoesNotMatch",
