@@ -563,11 +563,13 @@ async fn list_objects(
             s.to_string()
         }
     };
+    // An empty continuation token is no token (ceph/s3-tests
+    // test_bucket_listv2_continuationtoken_empty), echoed back as given.
     let token = req.q("continuation-token").map(str::to_string);
     let start_after = req.q("start-after").unwrap_or("").to_string();
     let marker = req.q("marker").unwrap_or("").to_string();
     let after = if v2 {
-        match &token {
+        match token.as_deref().filter(|t| !t.is_empty()) {
             Some(t) => decode_token(t).ok_or_else(|| {
                 S3Error::invalid_argument("The continuation token provided is incorrect")
                     .with("ArgumentName", "continuation-token")
@@ -585,7 +587,10 @@ async fn list_objects(
     .await?;
     let config = store.config();
     let mut x = XmlWriter::new("ListBucketResult");
-    x.elem("Name", &bucket).elem("Prefix", enc(&prefix));
+    // ListObjects (v1) returns its Prefix as given even with encoding-type=url: boto3,
+    // which always asks for url, decodes every element of a v1 listing but that one.
+    x.elem("Name", &bucket)
+        .elem("Prefix", if v2 { enc(&prefix) } else { prefix.clone() });
     if v2 {
         x.elem("KeyCount", page.entries.len().to_string());
         x.opt("ContinuationToken", token.as_deref());
@@ -610,7 +615,9 @@ async fn list_objects(
         }
     }
     x.elem("MaxKeys", max_keys.to_string());
-    if let Some(d) = &delimiter {
+    // An empty delimiter is no delimiter, and S3 does not echo it
+    // (ceph/s3-tests test_bucket_list_delimiter_empty).
+    if let Some(d) = delimiter.as_deref().filter(|d| !d.is_empty()) {
         x.elem("Delimiter", enc(d));
     }
     if url {
@@ -1371,18 +1378,29 @@ async fn get_object(
                 S3Error::invalid_argument(
                     "Part number must be an integer between 1 and 10000, inclusive",
                 )
+                .with("ArgumentName", "partNumber")
+                .with("ArgumentValue", p)
             })?;
+        if req.headers.contains_key(header::RANGE) {
+            return Err(S3Error::invalid_request(
+                "Cannot specify both Range header and partNumber query parameter",
+            ));
+        }
         let sizes: Vec<u64> = if info.parts_count.is_some() {
             files.iter().map(|f| f.1).collect()
         } else {
             vec![size]
         };
         if n > sizes.len() {
+            // 416, as S3 answers (and MinIO, Swift's s3api and others that copy it); RGW
+            // answers 400 InvalidPart (ceph/s3-tests test_multipart_get_part).
             return Err(S3Error::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "InvalidPartNumber",
                 "The requested partnumber is not satisfiable",
-            ));
+            )
+            .with("PartNumberRequested", n.to_string())
+            .with("ActualPartCount", sizes.len().to_string()));
         }
         let start: u64 = sizes[..n - 1].iter().sum();
         range = if sizes[n - 1] == 0 {

@@ -140,6 +140,13 @@ keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
 check(len(keys) == 9 and keys == sorted(keys), "paginated listing")
 v1 = s3.get_paginator("list_objects").paginate(Bucket="boto", Prefix="list/", PaginationConfig={"PageSize": 4})
 check(len([o for page in v1 for o in page.get("Contents", [])]) == 9, "list_objects v1 pagination")
+# ceph/s3-tests test_bucket_list_prefix_basic, test_bucket_list_delimiter_empty and
+# test_bucket_listv2_continuationtoken_empty.
+listed = s3.list_objects(Bucket="boto", Prefix="list/sp ace", Delimiter="")
+check(listed["Prefix"] == "list/sp ace", f"list_objects Prefix as given: {listed['Prefix']!r}")
+check("Delimiter" not in listed, "an empty Delimiter is not echoed")
+listed = s3.list_objects_v2(Bucket="boto", Prefix="list/", ContinuationToken="")
+check(listed["ContinuationToken"] == "" and listed["KeyCount"] == 9, "an empty continuation token is none")
 
 # Copy, delete, batch delete.
 s3.copy_object(Bucket="boto", Key="copied.txt", CopySource={"Bucket": "boto", "Key": "dir/hello world.txt"})

@@ -79,3 +79,140 @@ async fn requests_signed_for_another_region_are_refused_naming_the_right_one() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Starts a multipart upload at `path`, uploads `parts`, and returns the upload id and
+/// the CompleteMultipartUpload document naming them all.
+async fn upload_parts(c: &common::Client, path: &str, parts: &[Vec<u8>]) -> (String, Vec<u8>) {
+    let r = c
+        .send("POST", path, "uploads", &[], vec![], Payload::Signed)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.xml("UploadId").unwrap();
+    let mut doc = String::from("<CompleteMultipartUpload>");
+    for (i, data) in parts.iter().enumerate() {
+        let q = format!("partNumber={}&uploadId={id}", i + 1);
+        let r = c
+            .send("PUT", path, &q, &[], data.clone(), Payload::Signed)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        doc.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+            i + 1,
+            r.header("etag").unwrap().replace('"', "&quot;")
+        ));
+    }
+    doc.push_str("</CompleteMultipartUpload>");
+    (id, doc.into_bytes())
+}
+
+fn small_parts_config() -> Config {
+    Config {
+        min_part_size: 1,
+        ..Config::default()
+    }
+}
+
+// ceph/s3-tests test_multipart_get_part ("request PartNumber out of range"). S3 answers
+// 416 InvalidPartNumber with the part count (RGW: 400 InvalidPart).
+#[tokio::test]
+async fn part_numbers_past_the_last_part_are_invalid_part_number() {
+    let server = start(small_parts_config()).await;
+    let c = server.client();
+    c.create_bucket("parts").await;
+    let (id, doc) = upload_parts(
+        &c,
+        "/parts/mp",
+        &[b"one".to_vec(), b"two".to_vec(), b"three".to_vec()],
+    )
+    .await;
+    let q = format!("uploadId={id}");
+    assert_eq!(
+        c.send("POST", "/parts/mp", &q, &[], doc, Payload::Signed)
+            .await
+            .status,
+        200
+    );
+    let r = c.get("/parts/mp", "partNumber=3").await;
+    assert_eq!((r.status, r.body.as_slice()), (206, b"three".as_slice()));
+    assert_eq!(r.header("x-amz-mp-parts-count"), Some("3"));
+    let r = c.get("/parts/mp", "partNumber=4").await;
+    assert_error(&r, 416, "InvalidPartNumber");
+    assert_eq!(
+        r.xml("Message").as_deref(),
+        Some("The requested partnumber is not satisfiable")
+    );
+    assert_eq!(r.xml("PartNumberRequested").as_deref(), Some("4"));
+    assert_eq!(r.xml("ActualPartCount").as_deref(), Some("3"));
+    // A plain object is one part.
+    assert_eq!(c.put("/parts/plain", b"whole").await.status, 200);
+    assert_eq!(c.get("/parts/plain", "partNumber=1").await.body, b"whole");
+    let r = c.get("/parts/plain", "partNumber=2").await;
+    assert_error(&r, 416, "InvalidPartNumber");
+    assert_eq!(r.xml("ActualPartCount").as_deref(), Some("1"));
+    // Out of 1..=10000 is a bad argument; with a Range it is ambiguous (S3: 400).
+    assert_error(
+        &c.get("/parts/mp", "partNumber=0").await,
+        400,
+        "InvalidArgument",
+    );
+    let r = c
+        .send(
+            "GET",
+            "/parts/mp",
+            "partNumber=1",
+            &[("range", "bytes=0-1")],
+            vec![],
+            Payload::Signed,
+        )
+        .await;
+    assert_error(&r, 400, "InvalidRequest");
+}
+
+// ceph/s3-tests test_bucket_list_delimiter_empty, test_bucket_listv2_continuationtoken_empty
+// and test_bucket_list_prefix_basic (as boto3 sees it: it always sends encoding-type=url).
+#[tokio::test]
+async fn listing_prefix_delimiter_and_token_edge_cases() {
+    let server = start(Config::default()).await;
+    let c = server.client();
+    c.create_bucket("lst").await;
+    for k in ["a b/1", "a b/2", "bar", "baz"] {
+        assert_eq!(
+            c.put(&format!("/lst/{}", common::enc(k)), b"x")
+                .await
+                .status,
+            200
+        );
+    }
+    // v1 with encoding-type=url: keys, markers and delimiter are encoded, the Prefix not.
+    let r = c
+        .get("/lst", "encoding-type=url&prefix=a%20b%2F&delimiter=%2F")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.xml("Prefix").as_deref(), Some("a b/"), "{}", r.text());
+    assert_eq!(r.xml_all("Key"), vec!["a%20b/1", "a%20b/2"]);
+    assert_eq!(r.xml("Delimiter").as_deref(), Some("/"));
+    // v2 encodes its Prefix (boto3 decodes it there).
+    let r = c
+        .get("/lst", "list-type=2&encoding-type=url&prefix=a%20b%2F")
+        .await;
+    assert_eq!(r.xml("Prefix").as_deref(), Some("a%20b/"), "{}", r.text());
+    // An empty delimiter is not echoed, in either version.
+    for q in ["delimiter=", "list-type=2&delimiter="] {
+        let r = c.get("/lst", q).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(!r.text().contains("<Delimiter>"), "{q}: {}", r.text());
+        assert_eq!(r.xml_all("Key").len(), 4);
+    }
+    // An empty continuation token is none: the whole listing, the token echoed.
+    let r = c.get("/lst", "list-type=2&continuation-token=").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.xml("ContinuationToken").as_deref(), Some(""));
+    assert_eq!(r.xml("IsTruncated").as_deref(), Some("false"));
+    assert_eq!(r.xml_all("Key").len(), 4);
+    // A token that is not one of ours is still refused.
+    assert_error(
+        &c.get("/lst", "list-type=2&continuation-token=bogus").await,
+        400,
+        "InvalidArgument",
+    );
+}
