@@ -5,7 +5,7 @@
 //!
 //! Layout under the root:
 //! ```text
-//! objects.db (+ -wal, -shm)   buckets, objects, uploads, parts, counters
+//! objects.db (+ -wal, -shm)   buckets, objects, uploads, parts, completed uploads, counters
 //! blobs/<2 hex>/<32 hex>      object data (one blob per single PUT or copy, one per part)
 //! tmp/                        uploads in progress; emptied at open
 //! ```
@@ -426,6 +426,17 @@ CREATE TABLE IF NOT EXISTS parts (
     last_modified_ms INTEGER NOT NULL,
     PRIMARY KEY (upload_id, part_number)
 ) WITHOUT ROWID;
+-- Uploads completed in the last day, so that a retried CompleteMultipartUpload (its
+-- answer lost) gets the same answer again while the object is still the one it made.
+CREATE TABLE IF NOT EXISTS completed_uploads (
+    upload_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    parts TEXT NOT NULL,
+    segments TEXT NOT NULL,
+    completed_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS completed_uploads_by_time ON completed_uploads (completed_ms);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -526,6 +537,17 @@ fn bucket_exists(conn: &Connection, bucket: &str) -> Result<bool, StoreError> {
         )
         .optional()?
         .is_some())
+}
+
+/// How long a completed multipart upload is remembered for a retried completion.
+const COMPLETION_MEMORY_MS: i64 = 24 * 3600 * 1000;
+
+/// The part list of a completion as it is compared with a retry's: numbers and bare ETags.
+fn completion_parts(parts: &[CompletePart]) -> Vec<(u32, String)> {
+    parts
+        .iter()
+        .map(|p| (p.number, normalize_etag(&p.etag)))
+        .collect()
 }
 
 /// How long [`ObjectStore::open`] waits for the lock before giving up.
@@ -814,6 +836,7 @@ impl ObjectStore {
             [name],
         )?;
         tx.execute("DELETE FROM uploads WHERE bucket = ?1", [name])?;
+        tx.execute("DELETE FROM completed_uploads WHERE bucket = ?1", [name])?;
         tx.execute("DELETE FROM buckets WHERE name = ?1", [name])?;
         tx.commit()?;
         drop(conn);
@@ -1247,7 +1270,15 @@ impl ObjectStore {
             condition,
         } = req;
         // Validation reads the parts; the commit re-checks the upload in its transaction.
-        let upload = self.upload(bucket, key, upload_id)?;
+        let upload = match self.upload(bucket, key, upload_id) {
+            Ok(u) => u,
+            Err(e) if e.code == "NoSuchUpload" => {
+                return self
+                    .repeat_completion(bucket, key, upload_id, requested, ctx)?
+                    .ok_or(e);
+            }
+            Err(e) => return Err(e),
+        };
         let parts = self.list_parts(&upload)?;
         if requested.is_empty() {
             return Err(S3Error::malformed_xml(
@@ -1351,6 +1382,8 @@ impl ObjectStore {
         let chosen_blobs: Vec<(u32, String)> =
             chosen.iter().map(|p| (p.number, p.blob.clone())).collect();
         let mut unused: Vec<String> = Vec::new();
+        let record_parts = to_json(&completion_parts(requested));
+        let record_segments = to_json(&segments);
         let new = NewObject {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -1390,10 +1423,86 @@ impl ObjectStore {
                 return Err(no_such_upload(upload_id));
             }
             tx.execute("DELETE FROM parts WHERE upload_id = ?1", [upload_id])?;
+            let now = to_millis(OffsetDateTime::now_utc());
+            tx.execute(
+                "DELETE FROM completed_uploads WHERE completed_ms < ?1",
+                [now - COMPLETION_MEMORY_MS],
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO completed_uploads (upload_id, bucket, key, parts, segments, completed_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    upload_id,
+                    bucket,
+                    key.as_bytes(),
+                    record_parts,
+                    record_segments,
+                    now
+                ],
+            )?;
             Ok(())
         })?;
         self.pins.release(unused);
         Ok(committed)
+    }
+
+    /// A CompleteMultipartUpload for an upload completed within the last day, naming the
+    /// same parts, while the object it made is still there: S3 answers it as it answered
+    /// the first (SDKs retry a completion whose answer was lost). The object-created
+    /// event is emitted again: the first answer may have been the 503 of an
+    /// unacknowledged event, and this success must mean the trigger is handed on (at
+    /// least once, as with a retried PUT). None if it is not such a retry.
+    fn repeat_completion(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        requested: &[CompletePart],
+        ctx: &ChangeCtx,
+    ) -> Result<Option<(ObjectInfo, Acks)>, S3Error> {
+        let now = OffsetDateTime::now_utc();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let record: Option<(String, Vec<u8>, String, String, i64)> = tx
+            .query_row(
+                "SELECT bucket, key, parts, segments, completed_ms FROM completed_uploads WHERE upload_id = ?1",
+                [upload_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((b, k, parts, segments, completed_ms)) = record else {
+            return Ok(None);
+        };
+        if b != bucket
+            || k != key.as_bytes()
+            || completed_ms < to_millis(now) - COMPLETION_MEMORY_MS
+        {
+            return Ok(None);
+        }
+        let parts: Vec<(u32, String)> =
+            serde_json::from_str(&parts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if parts != completion_parts(requested) {
+            return Ok(None);
+        }
+        // Overwritten or deleted since (blob ids are never reused): no longer this
+        // upload's object.
+        let Some((info, current)) = Self::lookup(&tx, bucket, key)? else {
+            return Ok(None);
+        };
+        if current != segments_of(&segments)? {
+            return Ok(None);
+        }
+        let sequencer = next_sequencer(&tx)?;
+        tx.commit()?;
+        let acks = Self::emit_created(
+            &info,
+            CreatedKind::CompleteMultipartUpload,
+            now,
+            sequencer,
+            ctx,
+        );
+        drop(conn);
+        Ok(Some((info, acks)))
     }
 
     /// `commit_object`, with extra statements run in its transaction first.
@@ -1498,9 +1607,21 @@ impl ObjectStore {
             checksum: new.checksum,
             parts_count: new.parts_count,
         };
+        let acks = Self::emit_created(&info, new.kind, now, sequencer, ctx);
+        (info, acks)
+    }
+
+    /// Sends the object-created event of a commit (the commit lock held).
+    fn emit_created(
+        info: &ObjectInfo,
+        kind: CreatedKind,
+        now: OffsetDateTime,
+        sequencer: String,
+        ctx: &ChangeCtx,
+    ) -> Acks {
         let mut acks = Acks::default();
         acks.push(ctx.sink.send(ObjectEvent {
-            kind: EventKind::ObjectCreated(new.kind),
+            kind: EventKind::ObjectCreated(kind),
             bucket: info.bucket.clone(),
             key: info.key.clone(),
             size: info.size,
@@ -1511,7 +1632,7 @@ impl ObjectStore {
             source_ip: ctx.source_ip,
             principal: ctx.principal.clone(),
         }));
-        (info, acks)
+        acks
     }
 
     pub(crate) fn abort_upload(

@@ -126,6 +126,15 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(dst, "rb") as f:
         check(hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest(), "download_file round trip")
 
+# ceph/s3-tests test_multipart_upload_small: "check extra client.complete_multipart_upload".
+mpu = s3.create_multipart_upload(Bucket="boto", Key="twice")
+etag = s3.upload_part(Bucket="boto", Key="twice", UploadId=mpu["UploadId"], PartNumber=1, Body=b"x")["ETag"]
+parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+first = s3.complete_multipart_upload(Bucket="boto", Key="twice", UploadId=mpu["UploadId"], MultipartUpload=parts)
+again = s3.complete_multipart_upload(Bucket="boto", Key="twice", UploadId=mpu["UploadId"], MultipartUpload=parts)
+check(again["ETag"] == first["ETag"] and again["Location"] == first["Location"],
+      "complete_multipart_upload again: the same answer")
+
 # Listing with prefix, delimiter and pagination.
 for i in range(7):
     s3.put_object(Bucket="boto", Key=f"list/{i}", Body=b"x")

@@ -216,3 +216,160 @@ async fn listing_prefix_delimiter_and_token_edge_cases() {
         "InvalidArgument",
     );
 }
+
+// ceph/s3-tests test_multipart_upload and test_multipart_upload_small ("check extra
+// client.complete_multipart_upload"): completing an upload again with the same parts
+// answers as the first time, as S3 does for SDK retries.
+#[tokio::test]
+async fn a_repeated_completion_gets_the_same_answer() {
+    let mut server = start(small_parts_config()).await;
+    let c = server.client();
+    c.create_bucket("mpu").await;
+    let (id, doc) = upload_parts(&c, "/mpu/big%20one", &[b"ab".to_vec(), b"cd".to_vec()]).await;
+    let q = format!("uploadId={id}");
+    let first = c
+        .send(
+            "POST",
+            "/mpu/big%20one",
+            &q,
+            &[],
+            doc.clone(),
+            Payload::Signed,
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let again = c
+        .send(
+            "POST",
+            "/mpu/big%20one",
+            &q,
+            &[],
+            doc.clone(),
+            Payload::Signed,
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    for tag in ["ETag", "Location", "Bucket", "Key"] {
+        assert_eq!(again.xml(tag), first.xml(tag), "{tag}");
+    }
+    assert!(first.xml("ETag").unwrap().ends_with("-2\""));
+    assert_eq!(c.get("/mpu/big%20one", "").await.body, b"abcd");
+    // Each answer was a success, so each handed on its event (the first may have been
+    // a 503 whose retry this is).
+    let mut completions = 0;
+    while let Ok(e) = server.events.try_recv() {
+        if e.kind
+            == wisp_objects::EventKind::ObjectCreated(
+                wisp_objects::CreatedKind::CompleteMultipartUpload,
+            )
+        {
+            assert_eq!(e.key, "big one");
+            completions += 1;
+        }
+    }
+    assert_eq!(completions, 2);
+
+    // Other parts than the completion named: the upload is gone.
+    let other = String::from_utf8(doc.clone())
+        .unwrap()
+        .replace("<PartNumber>2</PartNumber>", "<PartNumber>3</PartNumber>");
+    let r = c
+        .send(
+            "POST",
+            "/mpu/big%20one",
+            &q,
+            &[],
+            other.into_bytes(),
+            Payload::Signed,
+        )
+        .await;
+    assert_error(&r, 404, "NoSuchUpload");
+    // Another key with that upload id: no such upload either.
+    let r = c
+        .send("POST", "/mpu/other", &q, &[], doc.clone(), Payload::Signed)
+        .await;
+    assert_error(&r, 404, "NoSuchUpload");
+    // Once the object is overwritten, the completion is history.
+    assert_eq!(c.put("/mpu/big%20one", b"replaced").await.status, 200);
+    let r = c
+        .send(
+            "POST",
+            "/mpu/big%20one",
+            &q,
+            &[],
+            doc.clone(),
+            Payload::Signed,
+        )
+        .await;
+    assert_error(&r, 404, "NoSuchUpload");
+    assert_eq!(c.get("/mpu/big%20one", "").await.body, b"replaced");
+    // Deleted: the same.
+    let (id, doc) = upload_parts(&c, "/mpu/gone", &[b"x".to_vec()]).await;
+    let q = format!("uploadId={id}");
+    let r = c
+        .send("POST", "/mpu/gone", &q, &[], doc.clone(), Payload::Signed)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(c.delete("/mpu/gone").await.status, 204);
+    let r = c
+        .send("POST", "/mpu/gone", &q, &[], doc, Payload::Signed)
+        .await;
+    assert_error(&r, 404, "NoSuchUpload");
+}
+
+/// Fails the first event it gets, acknowledges the others; forwards them all.
+struct FailFirst {
+    failed: std::sync::atomic::AtomicBool,
+    forward: tokio::sync::mpsc::UnboundedSender<wisp_objects::ObjectEvent>,
+}
+
+impl wisp_objects::EventSink for FailFirst {
+    fn send(&self, event: wisp_objects::ObjectEvent) -> wisp_objects::Ack {
+        let _ = self.forward.send(event);
+        if self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            wisp_objects::Ack::done()
+        } else {
+            wisp_objects::Ack::failed("the event store is closed")
+        }
+    }
+}
+
+// The completion whose event was not handed on is answered 503; the client's retry,
+// answered with success, hands the event on (the promise of a 200).
+#[tokio::test]
+async fn a_completion_retried_after_a_503_triggers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        wisp_objects::ObjectStore::open(dir.path().join("objects"), small_parts_config()).unwrap(),
+    );
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let sink = std::sync::Arc::new(FailFirst {
+        failed: false.into(),
+        forward: tx,
+    });
+    let creds = std::sync::Arc::new(
+        wisp_objects::StaticCredentials::new().with(common::ACCESS_KEY, common::SECRET),
+    );
+    let app = wisp_objects::router(store.clone(), creds, sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = common::Client::new(addr);
+    c.create_bucket("bkt").await;
+    let (id, doc) = upload_parts(&c, "/bkt/k", &[b"data".to_vec()]).await;
+    let q = format!("uploadId={id}");
+    let r = c
+        .send("POST", "/bkt/k", &q, &[], doc.clone(), Payload::Signed)
+        .await;
+    assert_error(&r, 503, "ServiceUnavailable");
+    let r = c
+        .send("POST", "/bkt/k", &q, &[], doc, Payload::Signed)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut sent = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        sent.push((e.kind.event_name(), e.key));
+    }
+    let completed = ("ObjectCreated:CompleteMultipartUpload", "k".to_string());
+    assert_eq!(sent, vec![completed.clone(), completed]);
+}
