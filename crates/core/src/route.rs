@@ -194,6 +194,40 @@ impl PathTemplate {
             .collect()
     }
 
+    /// The params of `path` if this template matches it: a literal segment exactly, a
+    /// `{param}` one non-empty segment, a `{*wildcard}` the non-empty rest.
+    fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let mut rest = path.strip_prefix('/')?;
+        let mut params = Vec::new();
+        if self.segments.is_empty() {
+            return rest.is_empty().then_some(params);
+        }
+        for (i, seg) in self.segments.iter().enumerate() {
+            let last = i == self.segments.len() - 1;
+            if let Segment::Wildcard(name) = seg {
+                if rest.is_empty() {
+                    return None;
+                }
+                params.push((name.clone(), rest.to_string()));
+                return Some(params);
+            }
+            let (part, after) = match rest.split_once('/') {
+                Some((part, after)) if !last => (part, after),
+                None if last => (rest, ""),
+                _ => return None,
+            };
+            match seg {
+                Segment::Literal(l) if l == part => {}
+                Segment::Param(name) if !part.is_empty() => {
+                    params.push((name.clone(), part.to_string()))
+                }
+                _ => return None,
+            }
+            rest = after;
+        }
+        Some(params)
+    }
+
     /// The template with parameter names erased: two templates with the same shape match
     /// the same requests.
     fn shape(&self) -> String {
@@ -341,29 +375,23 @@ impl<T> RouteTable<T> {
     /// Matches a request. `method` is the request's method (`GET`, ...), `path` its path
     /// without the query string.
     pub fn lookup(&self, method: &str, path: &str) -> RouteMatch<'_, T> {
-        let found = |router: &matchit::Router<usize>| {
-            router.at(path).ok().map(|m| {
-                let (route, target) = &self.entries[*m.value];
+        let found = |m: Method| {
+            self.find(m, path).map(|(i, params)| {
+                let (route, target) = &self.entries[i];
                 RouteMatch::Found {
                     target,
                     route,
-                    params: m
-                        .params
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                    params,
                 }
             })
         };
         let specific = Method::from_request(method).and_then(|m| {
-            found(&self.routers[m.index()]).or_else(|| {
+            found(m).or_else(|| {
                 // HEAD falls back to GET routes, as HTTP servers do.
-                (m == Method::Head)
-                    .then(|| found(&self.routers[Method::Get.index()]))
-                    .flatten()
+                (m == Method::Head).then(|| found(Method::Get)).flatten()
             })
         });
-        let any = found(&self.routers[Method::Any.index()]);
+        let any = found(Method::Any);
         // Both a route for this method and an ANY route match: the more specific path
         // wins, and the method's own route on a tie.
         let key = |m: &RouteMatch<'_, T>| match m {
@@ -377,13 +405,36 @@ impl<T> RouteTable<T> {
         }
         let allowed: Vec<Method> = Method::ALL
             .into_iter()
-            .filter(|m| *m != Method::Any && self.routers[m.index()].at(path).is_ok())
+            .filter(|m| *m != Method::Any && self.find(*m, path).is_some())
             .collect();
         if allowed.is_empty() {
             RouteMatch::NotFound
         } else {
             RouteMatch::MethodNotAllowed { allowed }
         }
+    }
+
+    /// The entry of `method`'s most specific route matching `path`, and its params.
+    fn find(&self, method: Method, path: &str) -> Option<(usize, Vec<(String, String)>)> {
+        let m = self.routers[method.index()].at(path).ok()?;
+        let params: Vec<(String, String)> = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if params.iter().all(|(_, v)| !v.is_empty()) {
+            return Some((*m.value, params));
+        }
+        // matchit lets a `{param}` before the last segment match an empty one (`/a//b`
+        // matches `/a/{x}/b`); a param is one non-empty segment, so such a path matches
+        // by the rules, checked here route by route (only a wildcard can take the `//`).
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, _))| r.method == method)
+            .filter_map(|(i, (r, _))| Some((i, r.path.matches(path)?, r.path.specificity())))
+            .max_by(|a, b| a.2.cmp(&b.2))
+            .map(|(i, params, _)| (i, params))
     }
 }
 
@@ -519,6 +570,22 @@ mod tests {
         ));
         // The same path with another method is fine.
         t.insert(r("POST /users/{id}"), String::new()).unwrap();
+    }
+
+    #[test]
+    fn a_param_never_matches_an_empty_segment() {
+        // Found by fuzz/fuzz_targets/route.rs: matchit matched `//v` to `/{id}/{p}` with
+        // an empty `id`.
+        let t = table(&["POST /{id}/{p}"]);
+        assert_eq!(t.lookup("PATCH", "//v"), RouteMatch::NotFound);
+        assert_eq!(t.lookup("POST", "//v"), RouteMatch::NotFound);
+        assert!(matches!(t.lookup("POST", "/u/v"), RouteMatch::Found { .. }));
+        // Only a wildcard takes an empty segment.
+        let t = table(&["GET /a/{x}/b", "GET /{*rest}"]);
+        let (target, params) = hit(&t, "GET", "/a//b");
+        assert_eq!(target, "GET /{*rest}");
+        assert_eq!(params, vec![("rest".to_string(), "a//b".to_string())]);
+        assert_eq!(hit(&t, "GET", "/a/1/b").0, "GET /a/{x}/b");
     }
 
     proptest! {
