@@ -279,7 +279,6 @@ const UNSUPPORTED: &[&str] = &[
     "select",
     "tagging",
     "torrent",
-    "versions",
     "website",
 ];
 
@@ -410,6 +409,7 @@ async fn bucket_op(
             ))
         }
         Method::GET if req.has("uploads") => list_uploads(store, req, bucket).await,
+        Method::GET if req.has("versions") => list_versions(store, req, bucket).await,
         Method::GET => {
             unsupported(req)?;
             if req.q("list-type") == Some("2") {
@@ -536,6 +536,135 @@ fn after_marker(marker: &str, prefix: &str, delimiter: Option<&str>) -> ListAfte
     ListAfter::Key(marker.to_string())
 }
 
+/// Whether a listing asks for `encoding-type=url` (the only encoding there is).
+fn url_encoding(req: &Req) -> Result<bool, S3Error> {
+    match req.q("encoding-type") {
+        None => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case("url") => Ok(true),
+        Some(e) => Err(
+            S3Error::invalid_argument("Invalid Encoding Method specified in Request")
+                .with("ArgumentName", "encoding-type")
+                .with("ArgumentValue", e),
+        ),
+    }
+}
+
+/// The version a request names (`versionId`, or `name`): without versioning each object
+/// has one, `null`, as S3 calls the version of an object stored while versioning was
+/// off. Whether one was named.
+fn version_named(value: Option<&str>, name: &'static str) -> Result<bool, S3Error> {
+    match value {
+        None => Ok(false),
+        Some("null") => Ok(true),
+        Some(v) => Err(invalid_version_id(v, name)),
+    }
+}
+
+fn invalid_version_id(v: &str, name: &'static str) -> S3Error {
+    S3Error::invalid_argument("Invalid version id specified")
+        .with("ArgumentName", name)
+        .with("ArgumentValue", v)
+}
+
+/// ListObjectVersions. Buckets are not versioned, so each object is its only version,
+/// `null` and latest, and there are no delete markers; prefix, delimiter, key-marker
+/// and max-keys page as in ListObjects (tools list versions to empty a bucket).
+async fn list_versions(
+    store: &Arc<ObjectStore>,
+    req: &Req,
+    bucket: String,
+) -> Result<Response, S3Error> {
+    let prefix = req.q("prefix").unwrap_or("").to_string();
+    let delimiter = req
+        .q("delimiter")
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let max_keys = parse_max(req, "max-keys", 1000)?;
+    let url = url_encoding(req)?;
+    let enc = |s: &str| {
+        if url {
+            listing_encode(s)
+        } else {
+            s.to_string()
+        }
+    };
+    let key_marker = req.q("key-marker").unwrap_or("").to_string();
+    let version_marker = req.q("version-id-marker").unwrap_or("").to_string();
+    if !version_marker.is_empty() {
+        if key_marker.is_empty() {
+            return Err(S3Error::invalid_argument(
+                "A version-id marker cannot be specified without a key marker.",
+            )
+            .with("ArgumentName", "version-id-marker")
+            .with("ArgumentValue", &version_marker));
+        }
+        version_named(Some(&version_marker), "version-id-marker")?;
+    }
+    // After key-marker's only version, `null`, is after the key itself.
+    let after = after_marker(&key_marker, &prefix, delimiter.as_deref());
+    let page = blocking(store, {
+        let (bucket, prefix, delimiter) = (bucket.clone(), prefix.clone(), delimiter.clone());
+        move |s| s.list_objects(&bucket, &prefix, delimiter.as_deref(), max_keys, after)
+    })
+    .await?;
+    let config = store.config();
+    let mut x = XmlWriter::new("ListVersionsResult");
+    x.elem("Name", &bucket)
+        .elem("Prefix", enc(&prefix))
+        .elem("KeyMarker", enc(&key_marker))
+        .elem("VersionIdMarker", &version_marker);
+    if page.truncated
+        && let Some(last) = page.entries.last()
+    {
+        match last {
+            ListEntry::Object(o) => {
+                x.elem("NextKeyMarker", enc(&o.key))
+                    .elem("NextVersionIdMarker", "null");
+            }
+            ListEntry::Prefix(p) => {
+                x.elem("NextKeyMarker", enc(p));
+            }
+        }
+    }
+    x.elem("MaxKeys", max_keys.to_string());
+    if let Some(d) = &delimiter {
+        x.elem("Delimiter", enc(d));
+    }
+    if url {
+        x.elem("EncodingType", "url");
+    }
+    x.elem("IsTruncated", if page.truncated { "true" } else { "false" });
+    for entry in &page.entries {
+        if let ListEntry::Object(o) = entry {
+            x.open("Version")
+                .elem("Key", enc(&o.key))
+                .elem("VersionId", "null")
+                .elem("IsLatest", "true")
+                .elem("LastModified", iso8601_millis(o.last_modified))
+                .elem("ETag", quoted(&o.etag))
+                .elem("Size", o.size.to_string());
+            if let Some(c) = &o.checksum {
+                x.elem("ChecksumAlgorithm", c.algorithm.name())
+                    .elem("ChecksumType", c.kind.name());
+            }
+            x.elem("StorageClass", "STANDARD");
+            x.open("Owner")
+                .elem("ID", &config.owner_id)
+                .elem("DisplayName", &config.owner_display_name)
+                .close("Owner");
+            x.close("Version");
+        }
+    }
+    for entry in &page.entries {
+        if let ListEntry::Prefix(p) = entry {
+            x.open("CommonPrefixes")
+                .elem("Prefix", enc(p))
+                .close("CommonPrefixes");
+        }
+    }
+    Ok(xml_response(StatusCode::OK, x.finish("ListVersionsResult")))
+}
+
 async fn list_objects(
     store: &Arc<ObjectStore>,
     req: &Req,
@@ -545,17 +674,7 @@ async fn list_objects(
     let prefix = req.q("prefix").unwrap_or("").to_string();
     let delimiter = req.q("delimiter").map(str::to_string);
     let max_keys = parse_max(req, "max-keys", 1000)?;
-    let url = match req.q("encoding-type") {
-        None => false,
-        Some(e) if e.eq_ignore_ascii_case("url") => true,
-        Some(e) => {
-            return Err(
-                S3Error::invalid_argument("Invalid Encoding Method specified in Request")
-                    .with("ArgumentName", "encoding-type")
-                    .with("ArgumentValue", e),
-            );
-        }
-    };
+    let url = url_encoding(req)?;
     let enc = |s: &str| {
         if url {
             listing_encode(s)
@@ -681,17 +800,31 @@ async fn delete_objects(
     let quiet = root
         .child_text("Quiet")
         .is_some_and(|q| q.trim().eq_ignore_ascii_case("true"));
-    let keys: Vec<String> = root
+    // (key, version id named): the only version of an object is `null`.
+    let objects: Vec<(String, Option<String>)> = root
         .children_named("Object")
-        .map(|o| o.child_text("Key").unwrap_or("").to_string())
+        .map(|o| {
+            (
+                o.child_text("Key").unwrap_or("").to_string(),
+                o.child_text("VersionId").map(|v| v.trim().to_string()),
+            )
+        })
         .collect();
-    if keys.is_empty() || keys.len() > 1000 {
+    if objects.is_empty() || objects.len() > 1000 {
         return Err(malformed_xml("Delete names 1 to 1000 objects"));
     }
-    let (valid, invalid): (Vec<&String>, Vec<&String>) = keys
-        .iter()
-        .partition(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES);
-    let valid_keys: Vec<String> = valid.iter().map(|k| (*k).clone()).collect();
+    let mut valid: Vec<(String, Option<String>)> = Vec::new();
+    let mut invalid: Vec<(String, Option<String>, &str)> = Vec::new();
+    for (key, version) in objects {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            invalid.push((key, version, "Invalid key"));
+        } else if version.as_deref().is_some_and(|v| v != "null") {
+            invalid.push((key, version, "Invalid version id specified"));
+        } else {
+            valid.push((key, version));
+        }
+    }
+    let valid_keys: Vec<String> = valid.iter().map(|(k, _)| k.clone()).collect();
     let ctx = req.ctx.clone();
     let outcomes = change(store, {
         let (bucket, keys) = (bucket.clone(), valid_keys.clone());
@@ -701,15 +834,19 @@ async fn delete_objects(
     let mut x = XmlWriter::new("DeleteResult");
     if !quiet {
         // Deleting an absent key succeeds too, as in S3.
-        for (key, _) in valid_keys.iter().zip(&outcomes) {
-            x.open("Deleted").elem("Key", key).close("Deleted");
+        for ((key, version), _) in valid.iter().zip(&outcomes) {
+            x.open("Deleted")
+                .elem("Key", key)
+                .opt("VersionId", version.as_deref())
+                .close("Deleted");
         }
     }
-    for key in invalid {
+    for (key, version, message) in invalid {
         x.open("Error")
             .elem("Key", key)
+            .opt("VersionId", version.as_deref())
             .elem("Code", "InvalidArgument")
-            .elem("Message", "Invalid key")
+            .elem("Message", message)
             .close("Error");
     }
     Ok(xml_response(StatusCode::OK, x.finish("DeleteResult")))
@@ -808,6 +945,7 @@ async fn object_op(
         Method::GET if req.has("uploadId") => list_parts(store, req, bucket, key).await,
         Method::GET | Method::HEAD => {
             unsupported(req)?;
+            version_named(req.q("versionId"), "versionId")?;
             get_object(store, req, bucket, key).await
         }
         Method::DELETE if req.has("uploadId") => {
@@ -817,9 +955,16 @@ async fn object_op(
         }
         Method::DELETE => {
             unsupported(req)?;
+            // `versionId=null` deletes the object, its only version (as ListObjectVersions
+            // lists it), and says so.
+            let versioned = version_named(req.q("versionId"), "versionId")?;
             let ctx = req.ctx.clone();
             change(store, move |s| s.delete_objects(&bucket, &[key], &ctx)).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
+            let mut resp = empty(StatusCode::NO_CONTENT);
+            if versioned {
+                set(&mut resp, "x-amz-version-id", "null");
+            }
+            Ok(resp)
         }
         Method::POST if req.has("uploads") => create_upload(store, req, bucket, key).await,
         Method::POST if req.has("uploadId") => complete_upload(store, req, body, bucket, key).await,

@@ -229,6 +229,23 @@ s3.abort_multipart_upload(Bucket="boto", Key="aborted", UploadId=mpu["UploadId"]
 check(error_code(s3.list_parts, Bucket="boto", Key="aborted", UploadId=mpu["UploadId"]) == "NoSuchUpload",
       "aborted upload is gone")
 
+# ListObjectVersions on an unversioned bucket: every object once, as version "null";
+# boto3's resource API empties a bucket with it (versions, then DeleteObjects).
+s3.create_bucket(Bucket="versions")
+for i in range(5):
+    s3.put_object(Bucket="versions", Key=f"v/{i} é", Body=b"x")
+listed = s3.list_object_versions(Bucket="versions")
+check([v["Key"] for v in listed["Versions"]] == [f"v/{i} é" for i in range(5)], "list_object_versions keys")
+check(all(v["VersionId"] == "null" and v["IsLatest"] for v in listed["Versions"]), "versions are null and latest")
+pages = s3.get_paginator("list_object_versions").paginate(Bucket="versions", PaginationConfig={"PageSize": 2})
+check(len([v for page in pages for v in page.get("Versions", [])]) == 5, "list_object_versions pagination")
+s3.delete_object(Bucket="versions", Key="v/0 é", VersionId="null")
+check(error_code(s3.head_object, Bucket="versions", Key="v/0 é") == "404", "delete_object VersionId=null")
+boto3.resource("s3", endpoint_url=ENDPOINT, region_name="us-east-1",
+               config=Config(s3={"addressing_style": "path"})).Bucket("versions").object_versions.delete()
+check("Versions" not in s3.list_object_versions(Bucket="versions"), "object_versions.delete() empties the bucket")
+s3.delete_bucket(Bucket="versions")
+
 if CLI:
     env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     version = subprocess.run([CLI, "--version"], capture_output=True, text=True, env=env)
@@ -252,6 +269,9 @@ if CLI:
         aws("s3", "cp", big, "s3://boto/cli/big.bin")
         listing = aws("s3", "ls", "s3://boto/cli/").decode()
         check("small.txt" in listing and "big.bin" in listing, "aws s3 ls")
+        versions = aws("s3api", "list-object-versions", "--bucket", "boto", "--prefix", "cli/").decode()
+        check('"Key": "cli/small.txt"' in versions and '"VersionId": "null"' in versions,
+              "aws s3api list-object-versions")
         head = aws("s3api", "head-object", "--bucket", "boto", "--key", "cli/big.bin").decode()
         check('"ContentLength": %d' % len(big_data) in head, "aws s3api head-object")
         check(aws("s3", "cp", "s3://boto/cli/small.txt", "-") == b"from the cli\n", "aws s3 cp to stdout")

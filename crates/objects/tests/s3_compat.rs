@@ -373,3 +373,147 @@ async fn a_completion_retried_after_a_503_triggers_again() {
     let completed = ("ObjectCreated:CompleteMultipartUpload", "k".to_string());
     assert_eq!(sent, vec![completed.clone(), completed]);
 }
+
+// What ListObjectVersions answers for an unversioned bucket (s3-tests has no such case;
+// it is what `aws s3api list-object-versions` and boto3's
+// `bucket.object_versions.delete()` see on S3 before versioning is ever enabled).
+#[tokio::test]
+async fn object_versions_of_an_unversioned_bucket_are_null_and_latest() {
+    let server = start(Config::default()).await;
+    let c = server.client();
+    c.create_bucket("ver").await;
+    for k in ["a", "b b", "dir/x", "dir/y", "z"] {
+        let path = format!("/ver/{}", common::enc(k));
+        assert_eq!(c.put(&path, k.as_bytes()).await.status, 200);
+    }
+    let r = c.get("/ver", "versions").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("<ListVersionsResult"), "{}", r.text());
+    assert_eq!(r.xml_all("Key"), vec!["a", "b b", "dir/x", "dir/y", "z"]);
+    assert_eq!(r.xml_all("VersionId"), vec!["null"; 5]);
+    assert_eq!(r.xml_all("IsLatest"), vec!["true"; 5]);
+    assert_eq!(r.xml("IsTruncated").as_deref(), Some("false"));
+    assert!(!r.text().contains("<DeleteMarker>"));
+    let etag = format!(
+        "\"{}\"",
+        hex::encode(<md5::Md5 as md5::Digest>::digest(b"a"))
+    );
+    assert_eq!(r.xml("ETag"), Some(etag));
+
+    // Prefix and delimiter, url-encoded when asked.
+    let r = c
+        .get("/ver", "versions&delimiter=%2F&encoding-type=url")
+        .await;
+    assert_eq!(r.xml_all("Key"), vec!["a", "b%20b", "z"]);
+    assert_eq!(
+        common::xml_values(&r.text(), "CommonPrefixes"),
+        vec!["<Prefix>dir/</Prefix>"]
+    );
+    let r = c.get("/ver", "versions&prefix=dir%2F").await;
+    assert_eq!(r.xml_all("Key"), vec!["dir/x", "dir/y"]);
+
+    // Pages of two, resuming at NextKeyMarker / NextVersionIdMarker.
+    let mut keys = Vec::new();
+    let mut query = String::from("versions&max-keys=2");
+    for _ in 0..10 {
+        let r = c.get("/ver", &query).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        keys.extend(r.xml_all("Key"));
+        if r.xml("IsTruncated").as_deref() == Some("false") {
+            break;
+        }
+        assert_eq!(r.xml("NextVersionIdMarker").as_deref(), Some("null"));
+        query = format!(
+            "versions&max-keys=2&key-marker={}&version-id-marker=null",
+            common::enc_q(&r.xml("NextKeyMarker").unwrap())
+        );
+    }
+    assert_eq!(keys, vec!["a", "b b", "dir/x", "dir/y", "z"]);
+    // A common prefix as the marker skips all under it.
+    let r = c
+        .get("/ver", "versions&delimiter=%2F&key-marker=dir%2F")
+        .await;
+    assert_eq!(r.xml_all("Key"), vec!["z"]);
+
+    // Markers S3 refuses.
+    assert_error(
+        &c.get("/ver", "versions&version-id-marker=null").await,
+        400,
+        "InvalidArgument",
+    );
+    assert_error(
+        &c.get(
+            "/ver",
+            "versions&key-marker=a&version-id-marker=3HL4kqtJlcpXroDTDmJ",
+        )
+        .await,
+        400,
+        "InvalidArgument",
+    );
+
+    // The null version is the object: read it, delete it.
+    assert_eq!(c.get("/ver/a", "versionId=null").await.body, b"a");
+    assert_error(
+        &c.get("/ver/a", "versionId=3HL4kqtJlcpXroDTDmJ").await,
+        400,
+        "InvalidArgument",
+    );
+    let r = c
+        .send(
+            "DELETE",
+            "/ver/a",
+            "versionId=null",
+            &[],
+            vec![],
+            Payload::Signed,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("x-amz-version-id"), Some("null"));
+    assert_error(&c.get("/ver/a", "").await, 404, "NoSuchKey");
+    let r = c
+        .send(
+            "DELETE",
+            "/ver/z",
+            "versionId=other",
+            &[],
+            vec![],
+            Payload::Signed,
+        )
+        .await;
+    assert_error(&r, 400, "InvalidArgument");
+    assert_eq!(c.get("/ver/z", "").await.status, 200);
+
+    // DeleteObjects with the null version id, as tools that empty buckets send it.
+    let doc = b"<Delete><Object><Key>b b</Key><VersionId>null</VersionId></Object>\
+        <Object><Key>z</Key><VersionId>other</VersionId></Object>\
+        <Object><Key>dir/x</Key></Object></Delete>"
+        .to_vec();
+    let r = c
+        .send("POST", "/ver", "delete", &[], doc, Payload::Signed)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deleted = common::xml_values(&r.text(), "Deleted");
+    assert_eq!(
+        deleted,
+        vec![
+            "<Key>b b</Key><VersionId>null</VersionId>",
+            "<Key>dir/x</Key>"
+        ]
+    );
+    let errors = common::xml_values(&r.text(), "Error");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("<Key>z</Key><VersionId>other</VersionId>"),
+        "{}",
+        errors[0]
+    );
+    let r = c.get("/ver", "versions").await;
+    assert_eq!(r.xml_all("Key"), vec!["dir/y", "z"]);
+    // An empty bucket lists no versions.
+    c.create_bucket("empty").await;
+    let r = c.get("/empty", "versions").await;
+    assert_eq!(r.status, 200);
+    assert!(r.xml_all("Key").is_empty());
+    assert_error(&c.get("/nobucket", "versions").await, 404, "NoSuchBucket");
+}
