@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::auth::{AuthSettings, Authenticated, Credentials, PayloadAuth, authenticate};
 use crate::checksum::{self, ALGORITHMS, ChecksumAlgorithm, ChecksumType};
 use crate::chunked::{Payload, read_small};
+use crate::cors::{self, CorsConfig};
 use crate::error::S3Error;
 use crate::events::{Acks, CreatedKind, EventSink};
 use crate::names::{MAX_KEY_BYTES, listing_encode, percent_decode};
@@ -66,6 +67,8 @@ pub fn router(
 
 /// Largest XML request document (CompleteMultipartUpload with 10,000 parts fits).
 const MAX_XML: usize = 4 * 1024 * 1024;
+/// Largest CORSConfiguration document (S3: 64 KB).
+const MAX_CORS_DOCUMENT: usize = 64 * 1024;
 /// Largest user metadata, names and values together (S3: 2 KB).
 const MAX_METADATA: usize = 2048;
 
@@ -74,13 +77,39 @@ async fn entry(State(app): State<App>, req: Request) -> Response {
     let head = req.method() == Method::HEAD;
     let resource = req.uri().path().to_string();
     let method = req.method().clone();
-    let mut resp = match handle(&app, req, &request_id).await {
+    // A browser's request: answered with the bucket's CORS rules in mind. A preflight
+    // (OPTIONS) carries no credentials and is answered from the rules alone.
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let addressed = address(
+        req.uri().path(),
+        &host_from(req.headers(), req.uri()),
+        &app.store.config().virtual_host_suffixes,
+    );
+    let result = if method == Method::OPTIONS {
+        match addressed.clone() {
+            Ok((bucket, key)) => preflight(&app, req.headers(), bucket, key.is_some()).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        handle(&app, req, &request_id).await
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%method, %resource, code = e.code, message = %e.message, "S3 request failed");
             e.to_response(&request_id, &resource, head)
         }
     };
+    if method != Method::OPTIONS
+        && let (Some(origin), Ok((Some(bucket), _))) = (origin, addressed)
+    {
+        // On errors too: a page can read why its request failed.
+        actual_request_cors(&app.store, &mut resp, bucket, &origin, &method).await;
+    }
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amz-request-id", v.clone());
@@ -135,12 +164,15 @@ fn parse_query(raw: Option<&str>) -> Result<Vec<(String, String)>, S3Error> {
 }
 
 fn host_of(parts: &http::request::Parts) -> String {
-    parts
-        .headers
+    host_from(&parts.headers, &parts.uri)
+}
+
+fn host_from(headers: &HeaderMap, uri: &http::Uri) -> String {
+    headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
         .unwrap_or_default()
 }
 
@@ -258,7 +290,6 @@ const UNSUPPORTED: &[&str] = &[
     "acl",
     "analytics",
     "attributes",
-    "cors",
     "encryption",
     "intelligent-tiering",
     "inventory",
@@ -408,6 +439,34 @@ async fn bucket_op(
                 x.finish("VersioningConfiguration"),
             ))
         }
+        Method::GET if req.has("cors") => {
+            let config = blocking(store, {
+                let bucket = bucket.clone();
+                move |s| s.bucket_cors(&bucket)
+            })
+            .await?
+            .ok_or_else(|| {
+                S3Error::new(
+                    StatusCode::NOT_FOUND,
+                    "NoSuchCORSConfiguration",
+                    "The CORS configuration does not exist",
+                )
+                .with("BucketName", &bucket)
+            })?;
+            Ok(xml_response(StatusCode::OK, config.to_xml()))
+        }
+        Method::PUT if req.has("cors") => {
+            let doc = read_small(body, &req.auth.payload, MAX_CORS_DOCUMENT).await?;
+            check_document_digests(req, &doc)?;
+            let root = xml::parse(&doc).map_err(|e| malformed_xml(&e))?;
+            let config = CorsConfig::from_xml(&root)?;
+            blocking(store, move |s| s.put_bucket_cors(&bucket, &config)).await?;
+            Ok(empty(StatusCode::OK))
+        }
+        Method::DELETE if req.has("cors") => {
+            blocking(store, move |s| s.delete_bucket_cors(&bucket)).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
         Method::GET if req.has("uploads") => list_uploads(store, req, bucket).await,
         Method::GET if req.has("versions") => list_versions(store, req, bucket).await,
         Method::GET => {
@@ -466,6 +525,114 @@ async fn bucket_op(
             "The specified method is not allowed against this resource.",
         )),
     }
+}
+
+// ------------------------------------------------------------------------------------
+// CORS
+
+fn cors_bad_request(message: String) -> S3Error {
+    S3Error::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+fn cors_forbidden(message: &str) -> S3Error {
+    S3Error::new(StatusCode::FORBIDDEN, "AccessForbidden", message)
+}
+
+/// A CORS preflight (`OPTIONS` on a bucket or object), unauthenticated as browsers send
+/// it: 200 with what the first matching rule allows, else S3's 400 or 403.
+async fn preflight(
+    app: &App,
+    headers: &HeaderMap,
+    bucket: Option<String>,
+    object: bool,
+) -> Result<Response, S3Error> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let Some(origin) = get("origin") else {
+        return Err(cors_bad_request(
+            "Insufficient information. Origin request header needed.".into(),
+        ));
+    };
+    let method = match get("access-control-request-method") {
+        Some(m) if cors::METHODS.contains(&m) => m,
+        other => {
+            return Err(cors_bad_request(format!(
+                "Invalid Access-Control-Request-Method: {}",
+                other.unwrap_or("null")
+            )));
+        }
+    };
+    let Some(bucket) = bucket else {
+        return Err(cors_bad_request(
+            "Insufficient information. A bucket is needed.".into(),
+        ));
+    };
+    let config = blocking(&app.store, move |s| s.bucket_cors(&bucket))
+        .await?
+        .ok_or_else(|| cors_forbidden("CORSResponse: CORS is not enabled for this bucket."))?;
+    let requested = cors::request_headers(get("access-control-request-headers"));
+    let Some(rule) = config.find(origin, method, &requested) else {
+        return Err(cors_forbidden(
+            "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+        )
+        .with("Method", method)
+        .with("ResourceType", if object { "OBJECT" } else { "BUCKET" }));
+    };
+    let mut resp = empty(StatusCode::OK);
+    set_cors_headers(&mut resp, rule, origin);
+    if !requested.is_empty() {
+        set(
+            &mut resp,
+            "access-control-allow-headers",
+            &requested.join(", "),
+        );
+    }
+    Ok(resp)
+}
+
+/// Adds what the bucket's first rule allowing `method` from `origin` says to the answer
+/// of an actual request; nothing if no rule does (the browser then withholds it).
+async fn actual_request_cors(
+    store: &Arc<ObjectStore>,
+    resp: &mut Response,
+    bucket: String,
+    origin: &str,
+    method: &Method,
+) {
+    let config = match blocking(store, move |s| s.bucket_cors(&bucket)).await {
+        Ok(Some(c)) => c,
+        _ => return,
+    };
+    if let Some(rule) = config.find(origin, method.as_str(), &[]) {
+        set_cors_headers(resp, rule, origin);
+    }
+}
+
+fn set_cors_headers(resp: &mut Response, rule: &cors::CorsRule, origin: &str) {
+    let allow = rule.allow_origin(origin);
+    set(resp, "access-control-allow-origin", allow);
+    set(
+        resp,
+        "access-control-allow-methods",
+        &rule.allowed_methods.join(", "),
+    );
+    if !rule.expose_headers.is_empty() {
+        set(
+            resp,
+            "access-control-expose-headers",
+            &rule.expose_headers.join(", "),
+        );
+    }
+    if let Some(age) = rule.max_age_seconds {
+        set(resp, "access-control-max-age", &age.to_string());
+    }
+    if allow != "*" {
+        set(resp, "access-control-allow-credentials", "true");
+    }
+    set(
+        resp,
+        "vary",
+        "Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
+    );
 }
 
 fn no_such_bucket(bucket: &str) -> S3Error {
@@ -774,6 +941,23 @@ async fn list_objects(
     Ok(xml_response(StatusCode::OK, x.finish("ListBucketResult")))
 }
 
+/// Checks a request document against its Content-MD5 and checksum header, if sent.
+fn check_document_digests(req: &Req, doc: &[u8]) -> Result<(), S3Error> {
+    if let Some(md5) = content_md5(req)? {
+        let digest: [u8; 16] = <md5::Md5 as md5::Digest>::digest(doc).into();
+        if digest != md5 {
+            return Err(bad_content_md5());
+        }
+    }
+    let want = ChecksumRequest::from_headers(req)?;
+    if let (Some(alg), Some(expected)) = (want.algorithm, &want.header_value)
+        && alg.digest(doc) != *expected
+    {
+        return Err(checksum_mismatch(alg));
+    }
+    Ok(())
+}
+
 async fn delete_objects(
     store: &Arc<ObjectStore>,
     req: &Req,
@@ -781,18 +965,7 @@ async fn delete_objects(
     bucket: String,
 ) -> Result<Response, S3Error> {
     let doc = read_small(body, &req.auth.payload, MAX_XML).await?;
-    if let Some(md5) = content_md5(req)? {
-        let digest: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&doc[..]).into();
-        if digest != md5 {
-            return Err(bad_content_md5());
-        }
-    }
-    let want = ChecksumRequest::from_headers(req)?;
-    if let (Some(alg), Some(expected)) = (want.algorithm, &want.header_value)
-        && alg.digest(&doc) != *expected
-    {
-        return Err(checksum_mismatch(alg));
-    }
+    check_document_digests(req, &doc)?;
     let root = xml::parse(&doc).map_err(|e| malformed_xml(&e))?;
     if root.name != "Delete" {
         return Err(malformed_xml("the root element is not Delete"));

@@ -14,8 +14,11 @@
 mod auth;
 pub mod checksum;
 mod chunked;
+mod cors;
 mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http_api;
 pub mod names;
 pub mod sigv4;

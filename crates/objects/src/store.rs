@@ -5,7 +5,8 @@
 //!
 //! Layout under the root:
 //! ```text
-//! objects.db (+ -wal, -shm)   buckets, objects, uploads, parts, completed uploads, counters
+//! objects.db (+ -wal, -shm)   buckets (and their CORS), objects, uploads, parts,
+//!                             completed uploads, counters
 //! blobs/<2 hex>/<32 hex>      object data (one blob per single PUT or copy, one per part)
 //! tmp/                        uploads in progress; emptied at open
 //! ```
@@ -27,6 +28,7 @@ use time::OffsetDateTime;
 use crate::Config;
 use crate::checksum::{self, ChecksumAlgorithm, ChecksumHasher, ChecksumType};
 use crate::chunked::Payload;
+use crate::cors::CorsConfig;
 use crate::error::{S3Error, StoreError};
 use crate::events::{Acks, CreatedKind, EventKind, EventSink, ObjectEvent, RemovedKind};
 use crate::names::prefix_successor;
@@ -437,6 +439,10 @@ CREATE TABLE IF NOT EXISTS completed_uploads (
     completed_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS completed_uploads_by_time ON completed_uploads (completed_ms);
+CREATE TABLE IF NOT EXISTS bucket_cors (
+    bucket TEXT PRIMARY KEY,
+    config TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -837,10 +843,52 @@ impl ObjectStore {
         )?;
         tx.execute("DELETE FROM uploads WHERE bucket = ?1", [name])?;
         tx.execute("DELETE FROM completed_uploads WHERE bucket = ?1", [name])?;
+        tx.execute("DELETE FROM bucket_cors WHERE bucket = ?1", [name])?;
         tx.execute("DELETE FROM buckets WHERE name = ?1", [name])?;
         tx.commit()?;
         drop(conn);
         self.pins.release(blobs);
+        Ok(())
+    }
+
+    /// Sets (replacing) a bucket's CORS configuration.
+    pub(crate) fn put_bucket_cors(&self, bucket: &str, config: &CorsConfig) -> Result<(), S3Error> {
+        let conn = self.conn();
+        if !bucket_exists(&conn, bucket)? {
+            return Err(no_such_bucket(bucket));
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO bucket_cors (bucket, config) VALUES (?1, ?2)",
+            params![bucket, to_json(config)],
+        )?;
+        Ok(())
+    }
+
+    /// A bucket's CORS configuration: `Err` NoSuchBucket, `Ok(None)` if it has none.
+    pub(crate) fn bucket_cors(&self, bucket: &str) -> Result<Option<CorsConfig>, S3Error> {
+        let conn = self.conn();
+        let row: Option<String> = conn
+            .query_row(
+                "SELECT config FROM bucket_cors WHERE bucket = ?1",
+                [bucket],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match row {
+            Some(json) => Ok(Some(
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            None if bucket_exists(&conn, bucket)? => Ok(None),
+            None => Err(no_such_bucket(bucket)),
+        }
+    }
+
+    pub(crate) fn delete_bucket_cors(&self, bucket: &str) -> Result<(), S3Error> {
+        let conn = self.conn();
+        if !bucket_exists(&conn, bucket)? {
+            return Err(no_such_bucket(bucket));
+        }
+        conn.execute("DELETE FROM bucket_cors WHERE bucket = ?1", [bucket])?;
         Ok(())
     }
 
@@ -1959,6 +2007,29 @@ mod tests {
             }
             prop_assert_eq!(paged, expected);
         }
+    }
+
+    #[test]
+    fn cors_configurations_survive_a_restart_and_go_with_their_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = b"<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>\
+            <AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>";
+        let config = CorsConfig::from_xml(&crate::xml::parse(doc).unwrap()).unwrap();
+        {
+            let store = ObjectStore::open(dir.path(), crate::Config::default()).unwrap();
+            store.create_bucket("web", "us-east-1").unwrap();
+            assert_eq!(store.bucket_cors("web").unwrap(), None);
+            store.put_bucket_cors("web", &config).unwrap();
+            assert_eq!(
+                store.put_bucket_cors("nope", &config).unwrap_err().code,
+                "NoSuchBucket"
+            );
+        }
+        let store = ObjectStore::open(dir.path(), crate::Config::default()).unwrap();
+        assert_eq!(store.bucket_cors("web").unwrap(), Some(config.clone()));
+        store.delete_bucket("web").unwrap();
+        store.create_bucket("web", "us-east-1").unwrap();
+        assert_eq!(store.bucket_cors("web").unwrap(), None);
     }
 
     #[test]

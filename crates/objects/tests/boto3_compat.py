@@ -246,6 +246,42 @@ boto3.resource("s3", endpoint_url=ENDPOINT, region_name="us-east-1",
 check("Versions" not in s3.list_object_versions(Bucket="versions"), "object_versions.delete() empties the bucket")
 s3.delete_bucket(Bucket="versions")
 
+# Bucket CORS (ceph/s3-tests test_set_cors, test_cors_origin_response), and the
+# preflight a browser sends before a cross-origin PUT.
+check(error_code(s3.get_bucket_cors, Bucket="boto") == "NoSuchCORSConfiguration", "no CORS yet: 404")
+rules = [{"ID": "uploads", "AllowedOrigins": ["https://*.example.com"], "AllowedMethods": ["GET", "PUT"],
+          "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3000}]
+s3.put_bucket_cors(Bucket="boto", CORSConfiguration={"CORSRules": rules})
+check(s3.get_bucket_cors(Bucket="boto")["CORSRules"] == rules, "get_bucket_cors returns the rules")
+
+
+def options(path, headers):
+    req = urllib.request.Request(ENDPOINT + path, method="OPTIONS", headers=headers)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers
+
+
+status, headers = options("/boto/upload.bin", {"Origin": "https://app.example.com",
+                                               "Access-Control-Request-Method": "PUT",
+                                               "Access-Control-Request-Headers": "content-type"})
+check(status == 200 and headers.get("Access-Control-Allow-Origin") == "https://app.example.com"
+      and headers.get("Access-Control-Allow-Methods") == "GET, PUT"
+      and headers.get("Access-Control-Max-Age") == "3000", f"preflight from an allowed origin: {status}")
+status, _ = options("/boto/upload.bin", {"Origin": "https://evil.test", "Access-Control-Request-Method": "PUT"})
+check(status == 403, "preflight from another origin: 403")
+cors_client = client()
+cors_client.meta.events.register("before-send.s3.GetObject",
+                                 lambda request, **_: request.headers.__setitem__("Origin", "https://app.example.com"))
+got = cors_client.get_object(Bucket="boto", Key="dir/hello world.txt")
+check(got["ResponseMetadata"]["HTTPHeaders"].get("access-control-allow-origin") == "https://app.example.com"
+      and got["ResponseMetadata"]["HTTPHeaders"].get("access-control-expose-headers") == "ETag",
+      "a GET from an allowed origin carries Access-Control-Allow-Origin")
+s3.delete_bucket_cors(Bucket="boto")
+check(error_code(s3.get_bucket_cors, Bucket="boto") == "NoSuchCORSConfiguration", "delete_bucket_cors")
+
 if CLI:
     env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     version = subprocess.run([CLI, "--version"], capture_output=True, text=True, env=env)

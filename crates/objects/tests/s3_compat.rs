@@ -517,3 +517,272 @@ async fn object_versions_of_an_unversioned_bucket_are_null_and_latest() {
     assert!(r.xml_all("Key").is_empty());
     assert_error(&c.get("/nobucket", "versions").await, 404, "NoSuchBucket");
 }
+
+async fn raw(
+    method: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut rb =
+        reqwest::Client::new().request(method.parse().unwrap(), format!("http://{addr}{path}"));
+    for (n, v) in headers {
+        rb = rb.header(*n, *v);
+    }
+    let r = rb.send().await.unwrap();
+    Resp {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.unwrap().to_vec(),
+    }
+}
+
+fn allowed(r: &Resp) -> (Option<&str>, Option<&str>) {
+    (
+        r.header("access-control-allow-origin"),
+        r.header("access-control-allow-methods"),
+    )
+}
+
+// ceph/s3-tests test_set_cors, test_cors_origin_response, test_cors_origin_wildcard and
+// test_cors_header_option, with S3's error codes.
+#[tokio::test]
+async fn bucket_cors_rules_answer_preflights_and_actual_requests() {
+    let server = start(Config::default()).await;
+    let c = server.client();
+    c.create_bucket("web").await;
+    assert_eq!(c.put("/web/bar", b"data").await.status, 200);
+    let r = c.get("/web", "cors").await;
+    assert_error(&r, 404, "NoSuchCORSConfiguration");
+    // Preflights of a bucket without CORS, and incomplete ones.
+    let r = raw("OPTIONS", server.addr, "/web/bar", &[]).await;
+    assert_error(&r, 400, "BadRequest");
+    let r = raw(
+        "OPTIONS",
+        server.addr,
+        "/web/bar",
+        &[("origin", "foo.suffix")],
+    )
+    .await;
+    assert_error(&r, 400, "BadRequest");
+    let preflight = [
+        ("origin", "foo.suffix"),
+        ("access-control-request-method", "GET"),
+    ];
+    let r = raw("OPTIONS", server.addr, "/web/bar", &preflight).await;
+    assert_error(&r, 403, "AccessForbidden");
+
+    let doc = "<CORSConfiguration>\
+        <CORSRule><AllowedMethod>GET</AllowedMethod><AllowedOrigin>*suffix</AllowedOrigin>\
+          <ExposeHeader>ETag</ExposeHeader><ExposeHeader>x-amz-meta-owner</ExposeHeader><MaxAgeSeconds>600</MaxAgeSeconds></CORSRule>\
+        <CORSRule><AllowedMethod>GET</AllowedMethod><AllowedOrigin>start*end</AllowedOrigin></CORSRule>\
+        <CORSRule><AllowedMethod>GET</AllowedMethod><AllowedOrigin>prefix*</AllowedOrigin></CORSRule>\
+        <CORSRule><ID>puts</ID><AllowedMethod>PUT</AllowedMethod><AllowedOrigin>*.put</AllowedOrigin>\
+          <AllowedHeader>content-*</AllowedHeader><AllowedHeader>x-amz-date</AllowedHeader></CORSRule>\
+        </CORSConfiguration>";
+    let r = c
+        .send(
+            "PUT",
+            "/web",
+            "cors",
+            &[],
+            doc.as_bytes().to_vec(),
+            Payload::Signed,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c.get("/web", "cors").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.xml_all("AllowedOrigin"),
+        vec!["*suffix", "start*end", "prefix*", "*.put"]
+    );
+    assert_eq!(r.xml("ID").as_deref(), Some("puts"));
+    assert_eq!(r.xml("MaxAgeSeconds").as_deref(), Some("600"));
+
+    // Preflights, as test_cors_origin_response sends them.
+    for (origin, method, status, allow) in [
+        ("foo.suffix", "GET", 200, Some("foo.suffix")),
+        ("foo.bar", "GET", 403, None),
+        ("foo.suffix.get", "GET", 403, None),
+        ("startend", "GET", 200, Some("startend")),
+        ("start12end", "GET", 200, Some("start12end")),
+        ("0start12end", "GET", 403, None),
+        ("prefix.suffix", "GET", 200, Some("prefix.suffix")),
+        ("bla.prefix", "GET", 403, None),
+        ("foo.put", "GET", 403, None),
+        ("foo.put", "PUT", 200, Some("foo.put")),
+    ] {
+        let h = [
+            ("origin", origin),
+            ("access-control-request-method", method),
+        ];
+        let r = raw("OPTIONS", server.addr, "/web/bar", &h).await;
+        assert_eq!(r.status, status, "{origin} {method}: {}", r.text());
+        assert_eq!(r.header("access-control-allow-origin"), allow, "{origin}");
+        if status == 403 {
+            assert_eq!(r.code(), "AccessForbidden");
+            assert!(
+                r.text()
+                    .contains("CORSResponse: This CORS request is not allowed.")
+            );
+        }
+    }
+    let r = raw("OPTIONS", server.addr, "/web/bar", &preflight).await;
+    assert_eq!(allowed(&r), (Some("foo.suffix"), Some("GET")));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("ETag, x-amz-meta-owner")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert!(r.header("vary").is_some_and(|v| v.contains("Origin")));
+    // Requested headers must each be allowed; they are echoed back.
+    let h = [
+        ("origin", "a.put"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "Content-Type, X-Amz-Date"),
+    ];
+    let r = raw("OPTIONS", server.addr, "/web/new", &h).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("content-type, x-amz-date")
+    );
+    let h = [
+        ("origin", "a.put"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "x-amz-meta-secret"),
+    ];
+    assert_error(
+        &raw("OPTIONS", server.addr, "/web/new", &h).await,
+        403,
+        "AccessForbidden",
+    );
+
+    // Actual requests: the matching rule's headers, on errors too; none without a match.
+    let get = |origin: &'static str| {
+        let c = c.clone();
+        async move {
+            c.send(
+                "GET",
+                "/web/bar",
+                "",
+                &[("origin", origin)],
+                vec![],
+                Payload::Signed,
+            )
+            .await
+        }
+    };
+    let r = get("foo.suffix").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(allowed(&r), (Some("foo.suffix"), Some("GET")));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("ETag, x-amz-meta-owner")
+    );
+    assert_eq!(allowed(&get("foo.bar").await), (None, None));
+    assert_eq!(
+        allowed(&get("start1end").await),
+        (Some("start1end"), Some("GET"))
+    );
+    let r = c.get("/web/bar", "").await;
+    assert_eq!(allowed(&r), (None, None));
+    let r = c
+        .send(
+            "GET",
+            "/web/missing",
+            "",
+            &[("origin", "foo.suffix")],
+            vec![],
+            Payload::Signed,
+        )
+        .await;
+    assert_error(&r, 404, "NoSuchKey");
+    assert_eq!(allowed(&r), (Some("foo.suffix"), Some("GET")));
+    let r = raw("GET", server.addr, "/web/bar", &[("origin", "foo.suffix")]).await;
+    assert_error(&r, 403, "AccessDenied");
+    assert_eq!(allowed(&r), (Some("foo.suffix"), Some("GET")));
+    let r = c
+        .send(
+            "PUT",
+            "/web/up",
+            "",
+            &[("origin", "foo.put")],
+            b"x".to_vec(),
+            Payload::Signed,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(allowed(&r), (Some("foo.put"), Some("PUT")));
+    let r = c
+        .send(
+            "PUT",
+            "/web/up",
+            "",
+            &[("origin", "foo.suffix")],
+            b"x".to_vec(),
+            Payload::Signed,
+        )
+        .await;
+    assert_eq!(allowed(&r), (None, None));
+
+    // Wildcard origin: `*` (and no credentials).
+    let doc = "<CORSConfiguration><CORSRule><AllowedMethod>GET</AllowedMethod>\
+        <AllowedOrigin>*</AllowedOrigin></CORSRule></CORSConfiguration>";
+    let r = c
+        .send(
+            "PUT",
+            "/web",
+            "cors",
+            &[],
+            doc.as_bytes().to_vec(),
+            Payload::Signed,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = get("example.origin").await;
+    assert_eq!(allowed(&r), (Some("*"), Some("GET")));
+    assert_eq!(r.header("access-control-allow-credentials"), None);
+
+    // Invalid configurations are refused and change nothing.
+    for (doc, code) in [
+        (
+            "<CORSConfiguration><CORSRule><AllowedMethod>PATCH</AllowedMethod><AllowedOrigin>*</AllowedOrigin></CORSRule></CORSConfiguration>",
+            "InvalidRequest",
+        ),
+        (
+            "<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin></CORSRule></CORSConfiguration>",
+            "MalformedXML",
+        ),
+        ("<CORSConfiguration/>", "MalformedXML"),
+        ("not xml", "MalformedXML"),
+    ] {
+        let r = c
+            .send(
+                "PUT",
+                "/web",
+                "cors",
+                &[],
+                doc.as_bytes().to_vec(),
+                Payload::Signed,
+            )
+            .await;
+        assert_error(&r, 400, code);
+    }
+    assert_eq!(
+        c.get("/web", "cors").await.xml_all("AllowedOrigin"),
+        vec!["*"]
+    );
+
+    // Deleted: gone, and preflights are refused again.
+    let r = c
+        .send("DELETE", "/web", "cors", &[], vec![], Payload::Signed)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_error(&c.get("/web", "cors").await, 404, "NoSuchCORSConfiguration");
+    let r = raw("OPTIONS", server.addr, "/web/bar", &preflight).await;
+    assert_error(&r, 403, "AccessForbidden");
+    assert_error(&c.get("/nobucket", "cors").await, 404, "NoSuchBucket");
+}
