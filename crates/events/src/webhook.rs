@@ -212,17 +212,20 @@ pub fn verify_stripe(
     if !sigs.iter().any(|s| m.clone().verify_slice(s).is_ok()) {
         return Err(WebhookError::BadSignature);
     }
-    let age = now.as_second() - t;
+    // In i128: a signed `t` far from now (t=-9223372036854775806) overflowed i64, and a
+    // tolerance over i64::MAX seconds turned negative.
+    let age = i128::from(now.as_second()) - i128::from(t);
     let tolerance_secs = tolerance.as_secs();
-    if age > tolerance_secs as i64 {
+    let secs = |n: i128| i64::try_from(n).unwrap_or(i64::MAX);
+    if age > i128::from(tolerance_secs) {
         return Err(WebhookError::TooOld {
-            age_secs: age,
+            age_secs: secs(age),
             tolerance_secs,
         });
     }
-    if -age > tolerance_secs as i64 {
+    if -age > i128::from(tolerance_secs) {
         return Err(WebhookError::InFuture {
-            ahead_secs: -age,
+            ahead_secs: secs(-age),
             tolerance_secs,
         });
     }

@@ -203,3 +203,28 @@ fn generic_header_in_hex_base64_and_prefixed() {
         Err(WebhookError::BadSignature)
     );
 }
+
+#[test]
+fn stripe_timestamps_far_from_now_are_refused_not_overflowed() {
+    // Found by fuzz/fuzz_targets/webhook.rs: a correctly signed header with a t far in
+    // the past made `now - t` overflow (a panic in debug builds, a wrong answer in release).
+    let now = at(1_700_000_000);
+    let t = -9_223_372_036_854_775_806;
+    let header = sign_stripe(b"", t, b"");
+    assert_eq!(
+        verify_stripe(b"", Some(&header), b"", now, STRIPE_TOLERANCE),
+        Err(WebhookError::TooOld {
+            age_secs: i64::MAX,
+            tolerance_secs: 300
+        })
+    );
+    let header = sign_stripe(b"", i64::MAX, b"");
+    assert!(matches!(
+        verify_stripe(b"", Some(&header), b"", now, STRIPE_TOLERANCE),
+        Err(WebhookError::InFuture { .. })
+    ));
+    // A tolerance over i64::MAX seconds accepts every timestamp rather than none.
+    let header = sign_stripe(b"", STRIPE_T, b"");
+    let forever = Duration::from_secs(u64::MAX);
+    assert_eq!(verify_stripe(b"", Some(&header), b"", now, forever), Ok(()));
+}
