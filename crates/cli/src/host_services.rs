@@ -19,11 +19,11 @@ type Answer = Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>>;
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
 /// Registers both services with the invoker.
-pub fn register(invoker: &Arc<Invoker>, s3: axum::Router) {
+pub fn register(invoker: &Arc<Invoker>, s3: axum::Router, gateway: wisp_gateway::Options) {
     invoker.set_host_service(wisp_core::HostService::Objects, Arc::new(Objects(s3)));
     invoker.set_host_service(
         wisp_core::HostService::Gateway,
-        Arc::new(Gateway(Arc::downgrade(invoker))),
+        Arc::new(Gateway(Arc::downgrade(invoker), gateway)),
     );
 }
 
@@ -77,11 +77,11 @@ impl HostService for Objects {
 }
 
 /// `http://self/PATH`: the function gateway, exactly as a client reaching it.
-struct Gateway(Weak<Invoker>);
+struct Gateway(Weak<Invoker>, wisp_gateway::Options);
 
 impl HostService for Gateway {
     fn call(&self, req: http::Request<Bytes>) -> Answer {
-        let invoker = self.0.upgrade();
+        let (invoker, options) = (self.0.upgrade(), self.1);
         Box::pin(async move {
             let Some(invoker) = invoker else {
                 return failure(
@@ -90,9 +90,8 @@ impl HostService for Gateway {
                 );
             };
             let (parts, body) = req.into_parts();
-            let resp =
-                wisp_gateway::handle(&invoker, http::Request::from_parts(parts, Full::new(body)))
-                    .await;
+            let req = http::Request::from_parts(parts, Full::new(body));
+            let resp = wisp_gateway::handle_with(&invoker, req, options).await;
             collect(resp).await
         })
     }

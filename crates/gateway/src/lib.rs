@@ -2,17 +2,21 @@
 //! table (method + path template, most specific wins), turns it into an
 //! [`Invocation`](wisp_invoker::Invocation) and hands it to the invoker.
 //!
-//! It owns HTTP concerns only: request ids, path parameters, body size limits, and the
-//! mapping of outcomes to status codes (404/405/413/429/500/503/504, as JSON with the
-//! request id). It does not run functions or know about wasm.
+//! It owns HTTP concerns only: request ids, path parameters, body size limits, the
+//! mapping of outcomes to status codes (404/405/413/429/500/502/503/504, as JSON with the
+//! request id), and keeping what a function answers from breaking HTTP framing (see
+//! [`sanitize_function_response`]). Platform errors reach public callers as a generic
+//! message with the status and the request id; the details stay in the node's logs and
+//! `wisp logs`, unless the node runs in development mode ([`Options::expose_errors`]).
+//! It does not run functions or know about wasm.
 #![forbid(unsafe_code)]
+
+pub mod server;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,55 +26,40 @@ use wisp_invoker::{Invocation, InvokeError, Invoker, new_request_id};
 
 pub use wisp_invoker::{PARAM_HEADER_PREFIX, REQUEST_ID_HEADER, ROUTE_HEADER};
 
+/// How the gateway answers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Development mode: error responses carry the function's error (its message, a
+    /// panic's backtrace) and the `wisp logs` command that shows more. Off by default:
+    /// public callers then get a generic message, the status and the request id only,
+    /// since an error message can hold anything the function saw (env values, secrets).
+    pub expose_errors: bool,
+}
+
 /// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting and
 /// lets in-flight requests finish (for at most `grace`).
 pub async fn serve(
     listener: TcpListener,
     invoker: Arc<Invoker>,
+    options: Options,
+    limits: server::Limits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!("accepting a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let invoker = invoker.clone();
-                let service = hyper::service::service_fn(move |mut req: Request<_>| {
-                    let invoker = invoker.clone();
-                    req.extensions_mut().insert(wisp_invoker::PeerAddr(peer));
-                    async move { Ok::<_, std::convert::Infallible>(handle(&invoker, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection closed: {e}");
-                    }
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within {grace:?}; closing them");
-    }
-    Ok(())
+    let handler = move |mut req: Request<hyper::body::Incoming>, peer| {
+        let invoker = invoker.clone();
+        req.extensions_mut().insert(wisp_invoker::PeerAddr(peer));
+        async move { handle_with(&invoker, req, options).await }
+    };
+    server::serve(
+        listener,
+        "function gateway",
+        handler,
+        limits,
+        shutdown,
+        grace,
+    )
+    .await
 }
 
 fn error_response(status: StatusCode, request_id: &str, message: String) -> Response<Full<Bytes>> {
@@ -91,14 +80,28 @@ fn with_request_id(mut resp: Response<Full<Bytes>>, request_id: &str) -> Respons
     resp
 }
 
-/// Handles one request. Generic over the body so tests can call it without a socket.
+/// Handles one request with the default [`Options`] (errors not exposed). Generic over
+/// the body so tests can call it without a socket.
 pub async fn handle<B>(invoker: &Invoker, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    handle_with(invoker, req, Options::default()).await
+}
+
+/// Handles one request.
+pub async fn handle_with<B>(
+    invoker: &Invoker,
+    req: Request<B>,
+    options: Options,
+) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let request_id = new_request_id();
-    let resp = route_and_invoke(invoker, req, &request_id).await;
+    let resp = route_and_invoke(invoker, req, &request_id, options).await;
     with_request_id(resp, &request_id)
 }
 
@@ -106,11 +109,21 @@ async fn route_and_invoke<B>(
     invoker: &Invoker,
     req: Request<B>,
     request_id: &str,
+    options: Options,
 ) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // HTTP/1.0 allows a request without `Host`; functions (and wasi:http) need an
+    // authority, so such a request is refused here as the client's mistake.
+    if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            request_id,
+            "the request has no Host header".into(),
+        );
+    }
     let registry = invoker.registry();
     let (function, route, params) = match registry
         .routes()
@@ -188,10 +201,12 @@ where
     if let Some(hook) = &function.spec.webhook
         && let Err(why) = check_signature(hook, &function.spec.env, &parts.headers, &body)
     {
+        // The reason (a missing env var, a stale timestamp) is for the function's owner.
+        tracing::info!(request_id, function = %function.name, "webhook signature check failed: {why}");
         return error_response(
             StatusCode::UNAUTHORIZED,
             request_id,
-            format!("webhook signature check failed: {why}"),
+            public_detail(options, "webhook signature check failed", &why),
         );
     }
     // `X-Amz-Invocation-Type: Event` (as API Gateway's asynchronous Lambda integration):
@@ -202,7 +217,15 @@ where
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("event"));
     if asynchronous {
-        return enqueue(invoker, &function, &parts.headers, &body, request_id).await;
+        return enqueue(
+            invoker,
+            &function,
+            &parts.headers,
+            &body,
+            request_id,
+            options,
+        )
+        .await;
     }
     let trace =
         wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
@@ -218,7 +241,7 @@ where
             client_context: None,
         })
         .await;
-    let mut resp = respond(result, &name, request_id);
+    let mut resp = respond(result, &name, request_id, options);
     if let Ok(v) = HeaderValue::from_str(&trace.trace_id) {
         resp.headers_mut().insert(TRACE_ID_HEADER, v);
     }
@@ -231,6 +254,7 @@ async fn enqueue(
     headers: &http::HeaderMap,
     body: &Bytes,
     request_id: &str,
+    options: Options,
 ) -> Response<Full<Bytes>> {
     use wisp_invoker::EnqueueError;
     match invoker.enqueue(function, body, headers).await {
@@ -247,13 +271,16 @@ async fn enqueue(
             }
             resp
         }
+        Err(e @ EnqueueError::Invalid(_)) => {
+            error_response(StatusCode::BAD_REQUEST, request_id, e.to_string())
+        }
         Err(e) => {
             let status = match e {
                 EnqueueError::NoEventStore => StatusCode::SERVICE_UNAVAILABLE,
-                EnqueueError::Invalid(_) => StatusCode::BAD_REQUEST,
-                EnqueueError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            error_response(status, request_id, e.to_string())
+            tracing::error!(request_id, function = %function.name, "enqueueing: {e}");
+            platform_error(status, request_id, options, &e.to_string())
         }
     }
 }
@@ -265,41 +292,48 @@ fn respond(
     result: Result<wisp_invoker::Completed, InvokeError>,
     name: &str,
     request_id: &str,
+    options: Options,
 ) -> Response<Full<Bytes>> {
     match result {
         Ok(done) => match (done.outcome, done.response) {
-            (Outcome::Success, Some(resp)) => resp.map(Full::new),
+            (Outcome::Success, Some(resp)) => {
+                sanitize_function_response(resp.map(Full::new), name, request_id, options)
+            }
             (Outcome::Throttled, _) => {
-                let mut resp = error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    request_id,
-                    format!(
-                        "function `{name}` could not start: {}",
-                        done.error.unwrap_or_default()
-                    ),
+                let why = format!(
+                    "function `{name}` could not start: {}",
+                    done.error.unwrap_or_default()
                 );
+                tracing::warn!(request_id, "{why}");
+                let mut resp =
+                    platform_error(StatusCode::SERVICE_UNAVAILABLE, request_id, options, &why);
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 resp
             }
-            (Outcome::Timeout, _) => error_response(
+            (Outcome::Timeout, _) => platform_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 request_id,
-                format!(
+                options,
+                &format!(
                     "function `{name}` timed out: {}",
                     done.error.unwrap_or_default()
                 ),
             ),
-            (_, _) => error_response(
+            // The function's own error (and a panic's backtrace) is in its logs.
+            (_, _) => platform_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 request_id,
-                format!(
+                options,
+                &format!(
                     "function `{name}` failed: {}; see `wisp logs {name} --request-id {request_id}`",
                     done.error.unwrap_or_else(|| "no response".into())
                 ),
             ),
         },
         Err(e @ (InvokeError::Throttled { .. } | InvokeError::NodeFull { .. })) => {
+            // Which limit was hit is the platform's, not the function's, and tells the
+            // caller how to back off.
             let mut resp = error_response(StatusCode::TOO_MANY_REQUESTS, request_id, e.to_string());
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -307,9 +341,101 @@ fn respond(
         }
         Err(e @ InvokeError::Unavailable { .. }) => {
             tracing::error!(request_id, "{e}");
-            error_response(StatusCode::SERVICE_UNAVAILABLE, request_id, e.to_string())
+            platform_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                request_id,
+                options,
+                &e.to_string(),
+            )
         }
     }
+}
+
+/// A 5xx for a public caller: the status's generic text (as API Gateway answers), or in
+/// development mode the detail.
+fn platform_error(
+    status: StatusCode,
+    request_id: &str,
+    options: Options,
+    detail: &str,
+) -> Response<Full<Bytes>> {
+    let generic = match status {
+        StatusCode::GATEWAY_TIMEOUT => "Endpoint request timed out",
+        s => s.canonical_reason().unwrap_or("Internal Server Error"),
+    };
+    error_response(status, request_id, public_detail(options, generic, detail))
+}
+
+fn public_detail(options: Options, generic: &str, detail: &str) -> String {
+    if options.expose_errors {
+        format!("{generic}: {detail}")
+    } else {
+        generic.to_string()
+    }
+}
+
+/// Response headers a function may not set, because they frame the HTTP message or
+/// manage the connection (RFC 9110 7.6.1, RFC 9112 6): the gateway frames the body
+/// itself. A function-supplied `Content-Length: 0` followed by a body shaped like a
+/// second response would otherwise make the next response on a keep-alive connection
+/// (another user's, another function's) the one the function wrote. As API Gateway
+/// does, they are kept under `x-amzn-Remapped-<name>` so nothing is silently lost.
+const FRAMING_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Makes a function's response safe to send on a shared connection: framing and
+/// hop-by-hop headers (and any header the function's `Connection` names) are remapped,
+/// and an informational status (`101 Switching Protocols` and the like), which would
+/// hand the connection to the function, becomes a 502.
+pub fn sanitize_function_response(
+    mut resp: Response<Full<Bytes>>,
+    name: &str,
+    request_id: &str,
+    options: Options,
+) -> Response<Full<Bytes>> {
+    if resp.status().is_informational() {
+        let why = format!(
+            "function `{name}` answered {}, which the gateway does not pass on",
+            resp.status()
+        );
+        tracing::warn!(request_id, "{why}");
+        return platform_error(StatusCode::BAD_GATEWAY, request_id, options, &why);
+    }
+    let headers = resp.headers_mut();
+    let mut named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    named.extend(FRAMING_HEADERS.iter().map(|n| n.to_string()));
+    for name in named {
+        let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let values: Vec<HeaderValue> = match headers.entry(&name) {
+            header::Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
+            header::Entry::Vacant(_) => continue,
+        };
+        if let Ok(remapped) =
+            header::HeaderName::from_bytes(format!("x-amzn-remapped-{name}").as_bytes())
+        {
+            for v in values {
+                headers.append(&remapped, v);
+            }
+        }
+    }
+    resp
 }
 
 /// Checks a webhook's signature (GitHub, Stripe or a generic HMAC-SHA256 header) with the
@@ -350,4 +476,100 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function_response(status: u16, headers: &[(&str, &str)]) -> Response<Full<Bytes>> {
+        let mut b = Response::builder().status(status);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(Full::new(Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n")))
+            .unwrap()
+    }
+
+    #[test]
+    fn framing_and_hop_by_hop_headers_from_a_function_are_remapped() {
+        let resp = sanitize_function_response(
+            function_response(
+                200,
+                &[
+                    ("content-length", "0"),
+                    ("transfer-encoding", "chunked"),
+                    ("connection", "keep-alive, x-secret-hop"),
+                    ("x-secret-hop", "1"),
+                    ("keep-alive", "timeout=99"),
+                    ("upgrade", "websocket"),
+                    ("trailer", "x-t"),
+                    ("set-cookie", "a=1"),
+                    ("content-type", "text/html"),
+                ],
+            ),
+            "f",
+            "req",
+            Options::default(),
+        );
+        let h = resp.headers();
+        for gone in [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "upgrade",
+            "trailer",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} survived: {h:?}");
+        }
+        assert_eq!(h["x-amzn-remapped-content-length"], "0");
+        assert_eq!(h["x-amzn-remapped-transfer-encoding"], "chunked");
+        assert_eq!(h["x-amzn-remapped-x-secret-hop"], "1");
+        assert_eq!(h["set-cookie"], "a=1");
+        assert_eq!(h["content-type"], "text/html");
+    }
+
+    #[test]
+    fn an_informational_status_from_a_function_becomes_502() {
+        let resp = sanitize_function_response(
+            function_response(101, &[("upgrade", "websocket")]),
+            "f",
+            "req",
+            Options::default(),
+        );
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert!(resp.headers().get("upgrade").is_none());
+    }
+
+    #[test]
+    fn platform_errors_are_generic_unless_in_development_mode() {
+        let detail = "function `boom` failed: RuntimeError: db password is hunter2";
+        let public = platform_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "req-1",
+            Options::default(),
+            detail,
+        );
+        let body = format!("{:?}", public.body());
+        assert!(!body.contains("hunter2"), "{body}");
+        assert!(body.contains("Internal Server Error"), "{body}");
+        let dev = platform_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "req-1",
+            Options {
+                expose_errors: true,
+            },
+            detail,
+        );
+        assert!(format!("{:?}", dev.body()).contains("hunter2"));
+        let timeout = platform_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "req-1",
+            Options::default(),
+            detail,
+        );
+        assert!(format!("{:?}", timeout.body()).contains("Endpoint request timed out"));
+    }
 }

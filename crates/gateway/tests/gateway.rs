@@ -26,6 +26,7 @@ async fn unmatched_requests_get_404_json_with_the_request_id() {
     let inv = invoker(&dir).await;
     let req = http::Request::builder()
         .uri("/nothing?x=1")
+        .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = wisp_gateway::handle(&inv, req).await;
@@ -39,5 +40,23 @@ async fn unmatched_requests_get_404_json_with_the_request_id() {
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["request_id"], rid.as_str());
     assert_eq!(body["error"], "no route matches GET /nothing");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_request_without_host_is_the_clients_mistake() {
+    let dir = std::env::temp_dir().join(format!("wisp-gw-host-{}", std::process::id()));
+    let inv = invoker(&dir).await;
+    // An HTTP/1.0 request may omit Host; it reaches handle with neither Host nor authority.
+    let req = http::Request::builder()
+        .uri("/anything")
+        .version(http::Version::HTTP_10)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = wisp_gateway::handle(&inv, req).await;
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"], "the request has no Host header");
     let _ = std::fs::remove_dir_all(dir);
 }

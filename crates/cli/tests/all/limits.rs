@@ -73,16 +73,17 @@ fn unbounded_allocation_gets_500_and_the_node_is_unaffected() {
 fn a_panic_gets_500_and_the_node_is_unaffected() {
     let node = Node::start();
     deploy_limits_app(&node);
-    let (status, body) = node.get("/crash");
-    assert_eq!(status, 500);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("wisp logs crash --request-id"),
-        "{body}"
-    );
+    let r = client().get(node.url("/crash")).send().unwrap();
+    assert_eq!(r.status(), 500);
+    let request_id = r.headers()["x-wisp-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["error"], "Internal Server Error");
+    // The panic is in the function's logs, under the request id the caller got.
+    let logs = node.wisp_ok(&["logs", "crash", "--request-id", &request_id]);
+    assert!(logs.contains("fixture panic"), "{logs}");
     assert_eq!(node.get("/echo").0, 200);
 }
 
