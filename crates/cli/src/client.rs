@@ -9,9 +9,10 @@ use std::path::PathBuf;
 /// Where the node's API is, and how to authenticate.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ApiArgs {
-    /// URL of the node's platform API.
-    #[arg(long, env = "WISP_API", default_value = "http://127.0.0.1:8081")]
-    pub api: String,
+    /// The node's platform API: a URL or `host:port`. Default: the address the node
+    /// running on the data directory recorded (`node.json`), else 127.0.0.1:8081.
+    #[arg(long, env = "WISP_API")]
+    pub api: Option<String>,
     /// API token. Default: the `api-token` file in the node's data directory.
     #[arg(long, env = "WISP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -25,25 +26,63 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Where the token came from, for the error when the node refuses it.
+    token_source: String,
+}
+
+/// The default API address when nothing says otherwise.
+const DEFAULT_API: &str = "http://127.0.0.1:8081";
+
+/// `host:port` or a URL, as a base URL without a trailing slash.
+pub fn api_url(api: &str) -> String {
+    let api = api.trim().trim_end_matches('/');
+    if api.contains("://") {
+        api.to_string()
+    } else {
+        format!("http://{api}")
+    }
+}
+
+impl ApiArgs {
+    /// The API's base URL: `--api` / `WISP_API`, else what the node on the data directory
+    /// recorded, else the default.
+    pub fn url(&self) -> String {
+        match &self.api {
+            Some(a) if !a.trim().is_empty() => api_url(a),
+            _ => crate::node_dir::read_info(&self.data_dir)
+                .and_then(|i| i.api)
+                .unwrap_or_else(|| DEFAULT_API.to_string()),
+        }
+    }
 }
 
 impl Client {
     pub fn new(args: &ApiArgs) -> Result<Self> {
-        let token = match &args.token {
-            Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+        let (token, source) = match &args.token {
+            Some(t) if !t.trim().is_empty() => (
+                t.trim().to_string(),
+                if std::env::var_os("WISP_TOKEN").is_some() {
+                    "WISP_TOKEN".to_string()
+                } else {
+                    "--token".to_string()
+                },
+            ),
             _ => {
                 let path = args.data_dir.join("api-token");
-                std::fs::read_to_string(&path)
+                let token = std::fs::read_to_string(&path)
                     .map(|t| t.trim().to_string())
                     .map_err(|e| {
                         anyhow!(
-                            "no API token: could not read {} ({e}). Set WISP_TOKEN to the token in the node's data directory, or pass --data-dir DIR of the node",
+                            "no API token: could not read {} ({e}). Run this in the directory where `wisp up` runs, pass --data-dir DIR of the node, or set WISP_TOKEN to the token in its api-token file",
                             path.display()
                         )
-                    })?
+                    })?;
+                (token, path.display().to_string())
             }
         };
-        Ok(Self::with_token(&args.api, token))
+        let mut client = Self::with_token(&args.url(), token);
+        client.token_source = source;
+        Ok(client)
     }
 
     pub fn with_token(api: &str, token: String) -> Self {
@@ -52,9 +91,18 @@ impl Client {
                 .no_proxy()
                 .build()
                 .expect("a reqwest client with default settings builds"),
-            base: api.trim_end_matches('/').to_string(),
+            base: api_url(api),
             token,
+            token_source: "the token given".into(),
         }
+    }
+
+    /// Fails early, with the token's source and the URL, if the node refuses the token
+    /// (before a long build and upload).
+    pub async fn check_token(&self) -> Result<()> {
+        self.send(self.request(Method::GET, "/v1/functions"))
+            .await
+            .map(drop)
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -77,6 +125,13 @@ impl Client {
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "the Wisp API at {} refused the API token from {}: use the api-token file of the node that runs there (--data-dir DIR, or WISP_TOKEN)",
+                self.base,
+                self.token_source
+            );
+        }
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))

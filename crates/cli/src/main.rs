@@ -7,6 +7,7 @@ mod bundle;
 mod client;
 mod commands;
 mod host_services;
+mod node_dir;
 mod otlp;
 mod output;
 
@@ -24,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: functions on 127.0.0.1:8080, the platform API on 127.0.0.1:8081.
-    Up(commands::up::Up),
+    Up(Box<commands::up::Up>),
     /// Build, upload and deploy the functions of a wisp.yaml.
     Deploy(commands::deploy::Deploy),
     /// List deployed functions with their versions and routes.

@@ -265,6 +265,35 @@ pub enum BatchResponse {
     AllFailed(String),
 }
 
+/// How a queue batch's invocation went, as the subscriber settles it. Only a successful
+/// invocation can delete messages (Lambda returns the whole batch to the queue on any
+/// function error): `succeeded` is whether the function ran to completion, `status` its
+/// HTTP status where it answered over HTTP (a WebAssembly function; 5xx is a failure, as
+/// for async events). A successful answer that is JSON with `batchItemFailures` keeps
+/// those messages; any other successful answer (a plain-text `200 ok`) processed them all.
+pub fn batch_outcome(
+    succeeded: Result<(), String>,
+    status: Option<u16>,
+    response: &[u8],
+    batch_ids: &[&str],
+) -> BatchResponse {
+    if let Err(why) = succeeded {
+        return BatchResponse::AllFailed(why);
+    }
+    if let Some(s) = status
+        && s >= 500
+    {
+        return BatchResponse::AllFailed(format!("the function answered {s}"));
+    }
+    let text = std::str::from_utf8(response).unwrap_or_default().trim();
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) if o.contains_key("batchItemFailures") => {
+            parse_batch_response(response, batch_ids)
+        }
+        _ => BatchResponse::AllSucceeded,
+    }
+}
+
 /// Parses `{"batchItemFailures":[{"itemIdentifier":"id"}]}` against the batch's ids.
 pub fn parse_batch_response(response: &[u8], batch_ids: &[&str]) -> BatchResponse {
     let text = std::str::from_utf8(response).unwrap_or_default().trim();

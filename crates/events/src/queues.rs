@@ -369,6 +369,13 @@ impl EventStore {
                                  first_receive_at = NULL, receipt = NULL WHERE seq = ?1",
                         )?
                         .execute(params![seq, dlq, queue_name, now])?;
+                        tracing::warn!(
+                            queue = queue_name,
+                            message_id = id,
+                            receive_count = count,
+                            dead_letter_queue = dlq,
+                            "a message reached its queue's max_receive_count: moved to the dead-letter queue"
+                        );
                         ctx.woke_queues.push(dlq.clone());
                         continue;
                     }

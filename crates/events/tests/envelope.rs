@@ -5,8 +5,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use wisp_events::envelope::{
-    BatchResponse, CloudEvent, Condition, DestinationRecord, parse_batch_response, scheduled_event,
-    sqs_event,
+    BatchResponse, CloudEvent, Condition, DestinationRecord, batch_outcome, parse_batch_response,
+    scheduled_event, sqs_event,
 };
 use wisp_events::{EventStore, ManualClock, MessageAttribute, StoreConfig};
 
@@ -223,4 +223,45 @@ fn cloudevents_json_format() {
             .is_err()
     );
     assert!(CloudEvent::from_json(br#"{"specversion":"1.0","id":"1","source":"/s"}"#).is_err());
+}
+
+#[test]
+fn a_batch_is_processed_only_when_the_function_succeeded() {
+    let ids = ["a", "b"];
+    let o = |ok: Result<(), String>, status: Option<u16>, body: &str| {
+        batch_outcome(ok, status, body.as_bytes(), &ids)
+    };
+    // A function error, or a 5xx answer, deletes nothing (Lambda returns the batch).
+    assert!(matches!(
+        o(Err("Runtime.ExitError".into()), None, ""),
+        BatchResponse::AllFailed(_)
+    ));
+    assert_eq!(
+        o(Ok(()), Some(500), r#"{"error":"database unavailable"}"#),
+        BatchResponse::AllFailed("the function answered 500".into())
+    );
+    assert!(matches!(
+        o(Ok(()), Some(503), ""),
+        BatchResponse::AllFailed(_)
+    ));
+    // A successful plain-text answer processed the batch; it is not "invalid JSON".
+    assert_eq!(o(Ok(()), Some(200), "ok"), BatchResponse::AllSucceeded);
+    assert_eq!(o(Ok(()), None, "\"done\""), BatchResponse::AllSucceeded);
+    // batchItemFailures keeps its meaning, over HTTP and from a native handler.
+    assert_eq!(
+        o(
+            Ok(()),
+            Some(200),
+            r#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#
+        ),
+        BatchResponse::Failed(vec!["b".into()])
+    );
+    assert!(matches!(
+        o(
+            Ok(()),
+            None,
+            r#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#
+        ),
+        BatchResponse::AllFailed(_)
+    ));
 }

@@ -32,7 +32,7 @@ const OUTCOMES: [Outcome; 5] = [
     Outcome::OutOfMemory,
     Outcome::Throttled,
 ];
-const TRIGGERS: [Trigger; 2] = [Trigger::Http, Trigger::Api];
+const TRIGGERS: [Trigger; 4] = [Trigger::Http, Trigger::Api, Trigger::Async, Trigger::Queue];
 
 fn outcome_str(o: Outcome) -> &'static str {
     match o {
@@ -251,6 +251,22 @@ mod tests {
             r#"wisp_invocations_total{function="hello",trigger="api",outcome="timeout"} 1"#
         ));
         assert!(text.contains(r#"wisp_throttles_total{function="hello"} 1"#));
+        // Every trigger has its own label (queue and async runs were once counted as http).
+        f.invocation(Trigger::Queue, Outcome::Success).inc();
+        f.invocation(Trigger::Async, Outcome::Error).inc();
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"wisp_invocations_total{function="hello",trigger="queue",outcome="success"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"wisp_invocations_total{function="hello",trigger="async",outcome="error"} 1"#
+        ));
+        assert!(text.contains(
+            r#"wisp_invocations_total{function="hello",trigger="http",outcome="success"} 2"#
+        ));
         assert!(text.contains("wisp_invocation_duration_seconds_count{function=\"hello\"} 1"));
         assert!(text.contains("process_resident_memory_bytes"));
     }

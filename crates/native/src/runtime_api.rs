@@ -176,6 +176,9 @@ fn accepted() -> Response<Full<Bytes>> {
     json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#.to_string())
 }
 
+/// Connections one instance's Runtime API serves at once.
+pub(crate) const MAX_CONNECTIONS: usize = 16;
+
 /// Serves the API on `listener` until the instance's state is dropped and the listener
 /// closed (the task is aborted by the instance).
 pub(crate) async fn serve(listener: std::net::TcpListener, state: Arc<ApiState>) {
@@ -190,13 +193,28 @@ pub(crate) async fn serve(listener: std::net::TcpListener, state: Arc<ApiState>)
             return;
         }
     };
+    // A runtime needs one or two connections. The cap keeps a function that opens
+    // thousands (from many forked processes) from spending the node's file descriptors:
+    // past it, its connections wait in the kernel's backlog, counted against the
+    // sandbox's own limits, and only that instance stalls.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: back off instead of spinning.
+                tracing::warn!("runtime API: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
@@ -684,5 +702,42 @@ mod http_tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn one_instance_cannot_hold_more_than_its_share_of_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = start().await;
+        let addr = api
+            .base
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        async fn ask(addr: &str) -> tokio::net::TcpStream {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /nothing HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            s
+        }
+        async fn answered(s: &mut tokio::net::TcpStream) -> bool {
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).await.is_ok() && buf.starts_with(b"HTTP/1.1 404")
+        }
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut s = ask(&addr).await;
+            assert!(answered(&mut s).await);
+            held.push(s);
+        }
+        // One more waits: it is not accepted while the others stay open.
+        let mut extra = ask(&addr).await;
+        let early = tokio::time::timeout(Duration::from_millis(500), answered(&mut extra)).await;
+        assert!(early.is_err(), "a connection past the cap was served");
+        drop(held.pop());
+        let later = tokio::time::timeout(Duration::from_secs(10), answered(&mut extra)).await;
+        assert_eq!(later.ok(), Some(true), "served once a slot is free");
     }
 }

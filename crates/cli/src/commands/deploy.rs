@@ -43,6 +43,8 @@ pub struct DeployResult {
 impl Deploy {
     pub async fn execute(self) -> Result<ExitCode> {
         let client = Client::new(&self.api)?;
+        // A wrong token or address fails here, not after building and uploading.
+        client.check_token().await?;
         let result = deploy(&client, &self.manifest, !self.keep_missing).await?;
         if self.json {
             print_json(&result)?;

@@ -84,6 +84,23 @@ pub struct Up {
     /// metering costs: usage, cost and traces then stay empty.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, hide = true)]
     pub metering: bool,
+    /// Development mode: the gateway's error responses carry the function's error (its
+    /// message, a panic's backtrace), which can hold anything the function saw, secrets
+    /// included. Without it public callers get a generic message, the status and the
+    /// request id; the details are in `wisp logs`.
+    #[arg(long)]
+    pub dev: bool,
+    /// Connections each listener (gateway, platform API, S3 API) keeps open at once; more
+    /// wait in the kernel's backlog.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers once it has begun.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// How long a connection with no request in flight may stay silent before it is
+    /// closed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -385,19 +402,25 @@ async fn poll_queue(
     sub: wisp_core::QueueSubscription,
     region: String,
 ) {
-    let exists = events
-        .list_queues()
-        .await
-        .map(|qs| qs.iter().any(|(n, _)| *n == sub.name))
-        .unwrap_or(false);
-    if !exists
-        && let Err(e) = events
-            .create_queue(&sub.name, wisp_events::QueueConfig::default())
-            .await
-    {
-        tracing::error!(function, queue = sub.name, "creating the queue: {e}");
-        return;
-    }
+    let config = match events.list_queues().await {
+        Ok(qs) => qs.into_iter().find(|(n, _)| *n == sub.name).map(|(_, c)| c),
+        Err(e) => {
+            tracing::error!(function, queue = sub.name, "listing queues: {e}");
+            return;
+        }
+    };
+    let config = match config {
+        Some(c) => c,
+        None => {
+            let c = wisp_events::QueueConfig::default();
+            if let Err(e) = events.create_queue(&sub.name, c.clone()).await {
+                tracing::error!(function, queue = sub.name, "creating the queue: {e}");
+                return;
+            }
+            c
+        }
+    };
+    let visibility = config.visibility_timeout;
     let opts = wisp_events::BatchReceive {
         max: sub.batch_size as usize,
         window: Duration::from_millis(sub.batch_window_ms),
@@ -416,33 +439,90 @@ async fn poll_queue(
         if batch.is_empty() {
             continue;
         }
+        for m in batch
+            .iter()
+            .filter(|m| m.attributes.approximate_receive_count > 1)
+        {
+            tracing::info!(
+                function,
+                queue = sub.name,
+                message_id = m.message_id,
+                receive_count = m.attributes.approximate_receive_count,
+                "redelivering a message"
+            );
+        }
         let event = wisp_events::envelope::sqs_event(&batch, &region);
         let payload = serde_json::to_vec(&event).unwrap_or_default();
         let request_id = wisp_invoker::new_request_id();
-        let done = invoker
-            .invoke_payload(
-                &function,
-                wisp_core::Trigger::Queue,
-                request_id,
-                payload.into(),
-                None,
-            )
-            .await;
-        let ids: Vec<&str> = batch.iter().map(|m| m.message_id.as_str()).collect();
-        let failed: Option<Vec<String>> = match done {
-            Ok(c) if c.outcome == wisp_core::Outcome::Success => {
-                let body = c.response.map(|r| r.into_body()).unwrap_or_default();
-                match wisp_events::envelope::parse_batch_response(&body, &ids) {
-                    wisp_events::envelope::BatchResponse::AllSucceeded => Some(Vec::new()),
-                    wisp_events::envelope::BatchResponse::Failed(f) => Some(f),
-                    wisp_events::envelope::BatchResponse::AllFailed(_) => None,
+        let run = invoker.invoke_payload(
+            &function,
+            wisp_core::Trigger::Queue,
+            request_id.clone(),
+            payload.into(),
+            None,
+        );
+        // The batch stays hidden while the function runs (its timeout may be longer than
+        // the queue's visibility timeout): otherwise it would be delivered again mid-run
+        // and this run's deletes would no longer match the messages' receipts.
+        let done = {
+            tokio::pin!(run);
+            let every = (visibility / 2).max(Duration::from_millis(200));
+            let mut extend = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    done = &mut run => break done,
+                    _ = extend.tick() => {
+                        for m in &batch {
+                            let _ = events.change_visibility(&m.receipt_handle, visibility).await;
+                        }
+                    }
                 }
             }
-            _ => None,
         };
-        if let Some(failed) = failed
-            && let Err(e) = events.settle_batch(&batch, &failed).await
-        {
+        let ids: Vec<&str> = batch.iter().map(|m| m.message_id.as_str()).collect();
+        let (ran, status, body) = match done {
+            Ok(c) => {
+                let status = c.response.as_ref().map(|r| r.status().as_u16());
+                let ran = match c.outcome {
+                    wisp_core::Outcome::Success => Ok(()),
+                    o => Err(c.error.unwrap_or_else(|| format!("{o:?}"))),
+                };
+                (
+                    ran,
+                    status,
+                    c.response.map(|r| r.into_body()).unwrap_or_default(),
+                )
+            }
+            Err(e) => (Err(e.to_string()), None, bytes::Bytes::new()),
+        };
+        use wisp_events::envelope::BatchResponse;
+        let failed: Vec<String> = match wisp_events::envelope::batch_outcome(
+            ran, status, &body, &ids,
+        ) {
+            BatchResponse::AllSucceeded => Vec::new(),
+            BatchResponse::Failed(f) => {
+                tracing::warn!(
+                    function,
+                    queue = sub.name,
+                    request_id,
+                    failed = f.len(),
+                    of = batch.len(),
+                    "the function reported batchItemFailures: those messages are delivered again after {visibility:?}"
+                );
+                f
+            }
+            BatchResponse::AllFailed(why) => {
+                tracing::warn!(
+                    function,
+                    queue = sub.name,
+                    request_id,
+                    messages = batch.len(),
+                    "the batch failed ({why}): its messages are delivered again after {visibility:?}"
+                );
+                continue;
+            }
+        };
+        if let Err(e) = events.settle_batch(&batch, &failed).await {
             tracing::warn!(
                 function,
                 queue = sub.name,
@@ -518,6 +598,33 @@ fn start_native(up: &Up, s3: wisp_native::S3Access) -> Result<Arc<wisp_native::N
     ))
 }
 
+/// An axum router as a handler for the node's accept loop, with the peer's address as
+/// axum's `ConnectInfo`.
+fn axum_handler(
+    router: axum::Router,
+) -> impl Fn(
+    http::Request<hyper::body::Incoming>,
+    SocketAddr,
+) -> futures::future::BoxFuture<'static, http::Response<axum::body::Body>>
++ Clone
++ Send
++ Sync
++ 'static {
+    use tower::ServiceExt as _;
+    move |req, peer| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let router = router.clone();
+        Box::pin(async move {
+            match router.oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        })
+    }
+}
+
 impl Up {
     pub async fn execute(self) -> Result<ExitCode> {
         init_tracing(self.log_format);
@@ -541,6 +648,8 @@ impl Up {
         };
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        // Before anything else in the directory is read or written.
+        let node_lock = crate::node_dir::DataDirLock::acquire(&self.data_dir)?;
         let token = load_or_create_token(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&self.data_dir)
@@ -605,9 +714,19 @@ impl Up {
         )
         .map_err(|e| anyhow::anyhow!("opening the event store: {e}"))?;
         invoker.attach_events(events.clone());
+        let gateway_options = wisp_gateway::Options {
+            expose_errors: self.dev,
+        };
+        let limits = wisp_gateway::server::Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+        };
         let gateway = tokio::spawn(wisp_gateway::serve(
             http,
             invoker.clone(),
+            gateway_options,
+            limits,
             wait(shutdown.clone()),
             self.shutdown_grace,
         ));
@@ -674,28 +793,35 @@ impl Up {
             Arc::new(wisp_objects::StaticCredentials::new().with(key_id, secret)),
             Arc::new(object_triggers),
         );
-        crate::host_services::register(&invoker, s3_router.clone());
-        let s3_shutdown = shutdown.clone();
-        let s3_server = tokio::spawn(async move {
-            axum::serve(
-                s3,
-                s3_router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(wait(s3_shutdown))
-            .await
-        });
+        crate::host_services::register(&invoker, s3_router.clone(), gateway_options);
+        let s3_server = tokio::spawn(wisp_gateway::server::serve(
+            s3,
+            "object storage API",
+            axum_handler(s3_router),
+            limits,
+            wait(shutdown.clone()),
+            self.shutdown_grace,
+        ));
         let app = wisp_api::app(
             wisp_api::ApiState::new(invoker.clone(), token.clone())
                 .with_prices(prices)
                 .with_events(events),
         );
-        let api_shutdown = shutdown.clone();
-        let api_server = tokio::spawn(async move {
-            axum::serve(api, app)
-                .with_graceful_shutdown(wait(api_shutdown))
-                .await
-        });
+        let api_server = tokio::spawn(wisp_gateway::server::serve(
+            api,
+            "platform API",
+            axum_handler(app),
+            limits,
+            wait(shutdown.clone()),
+            self.shutdown_grace,
+        ));
 
+        node_lock.record(&crate::node_dir::NodeInfo {
+            pid: std::process::id(),
+            http: Some(format!("http://{}", reachable(http_addr))),
+            api: Some(format!("http://{}", reachable(api_addr))),
+            s3: Some(s3_endpoint.clone()),
+        })?;
         println!("wisp: functions on http://{http_addr}");
         println!(
             "wisp: object storage (S3 API) on http://{s3_addr} (`wisp s3 credentials` prints its keys)"
@@ -708,6 +834,14 @@ impl Up {
             "wisp: {} function(s) deployed; data in {}",
             invoker.registry().len(),
             self.data_dir.display()
+        );
+        // Commands run in this directory find the node through node.json; from anywhere
+        // else, these say where it is and where its token is.
+        let abs_dir = std::fs::canonicalize(&self.data_dir).unwrap_or(self.data_dir.clone());
+        println!(
+            "wisp: from another directory: export WISP_API=http://{} WISP_DATA_DIR={}",
+            reachable(api_addr),
+            abs_dir.display()
         );
         let _ = std::io::stdout().flush();
 
@@ -722,7 +856,9 @@ impl Up {
             let _ = std::io::stdout().flush();
         }
 
-        let (g, a, _, _, _) = tokio::join!(gateway, api_server, dispatcher, schedules, s3_server);
+        let (g, a, _, _, o) = tokio::join!(gateway, api_server, dispatcher, schedules, s3_server);
+        o.context("object storage task")?
+            .context("object storage API")?;
         g.context("gateway task")?.context("gateway")?;
         a.context("API task")?.context("platform API")?;
         invoker.save_histograms().await;

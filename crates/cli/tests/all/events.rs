@@ -5,7 +5,7 @@ use crate::harness::*;
 use crate::native::{native, with_host_runtimes};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A Python handler that prints `PREFIX <event as JSON>`, so a test can read the event
 /// from `wisp logs`.
@@ -43,17 +43,6 @@ fn invoke_async(node: &Node, name: &str, event: &Value) -> String {
     let id = out.trim().to_string();
     assert_eq!(id.len(), 36, "an event id: {out:?}");
     id
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

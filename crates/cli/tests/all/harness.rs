@@ -339,6 +339,18 @@ pub fn sandboxed_processes(node_pid: u32) -> usize {
     inside.len()
 }
 
+/// Polls `f` every 100 ms until it gives a value; fails the test after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn ps() -> String {
     String::from_utf8_lossy(
         &std::process::Command::new("ps")

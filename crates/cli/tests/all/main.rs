@@ -7,6 +7,7 @@ mod harness;
 mod deploy;
 mod errors;
 mod events;
+mod hardening;
 mod lifecycle;
 mod limits;
 mod logs;

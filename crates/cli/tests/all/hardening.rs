@@ -1,0 +1,365 @@
+//! What a new user and an attacker hit first: error detail in public responses, a second
+//! node on a data directory in use, functions framing other users' responses, queue
+//! batches lost on failure.
+
+use crate::harness::*;
+use crate::native::with_host_runtimes;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A Python function directory with `app.py` = `code`.
+fn python(code: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.py"), code).unwrap();
+    dir
+}
+
+const BOOM: &str = r#"import os
+
+def handler(event, context):
+    raise RuntimeError("db password is " + os.environ["DB_PASSWORD"])
+"#;
+
+fn deploy_boom(node: &Node, code: &tempfile::TempDir) {
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: boom
+functions:
+  boom:
+    source: {code}
+    runtime: python3.11
+    handler: app.handler
+    routes: ["GET /boom"]
+    env:
+      DB_PASSWORD: hunter2
+  crash:
+    source: {panic}
+    routes: ["GET /crash"]
+"#,
+        code = code.path().display(),
+        panic = src("panic"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+}
+
+#[test]
+fn public_callers_get_a_generic_error_and_the_details_stay_in_the_logs() {
+    let code = python(BOOM);
+    let node = Node::start();
+    deploy_boom(&node, &code);
+
+    let r = client().get(node.url("/boom")).send().unwrap();
+    assert_eq!(r.status(), 500);
+    let request_id = r.headers()["x-wisp-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r.text().unwrap();
+    assert!(
+        !body.contains("hunter2"),
+        "a secret reached the caller: {body}"
+    );
+    assert!(!body.contains("RuntimeError"), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "Internal Server Error", "{body}");
+    assert_eq!(v["request_id"], request_id.as_str());
+    // The owner sees what happened.
+    let logs = node.wisp_ok(&["logs", "boom", "--request-id", &request_id]);
+    assert!(logs.contains("db password is hunter2"), "{logs}");
+
+    // A Rust panic: no backtrace, no frame names.
+    let (status, body) = node.get("/crash");
+    assert_eq!(status, 500);
+    assert!(!body.contains("panic"), "{body}");
+    assert!(!body.contains("wasm"), "{body}");
+    assert!(!body.contains("fixture"), "{body}");
+}
+
+#[test]
+fn development_mode_shows_the_error_to_the_caller() {
+    let code = python(BOOM);
+    let node = Node::start_args(&["--dev"]);
+    deploy_boom(&node, &code);
+    let (status, body) = node.get("/boom");
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("RuntimeError: db password is hunter2"),
+        "{body}"
+    );
+    assert!(body.contains("wisp logs boom --request-id"), "{body}");
+}
+
+#[test]
+fn a_second_node_on_a_data_directory_in_use_refuses_to_start_and_changes_nothing() {
+    let node = Node::start();
+    let files = ["s3-endpoint", "node.json", "api-token"];
+    let before: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(node.data_dir.join(f)).unwrap())
+        .collect();
+    let pid = node.child.as_ref().unwrap().id();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args([
+            "up",
+            "--http",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--s3",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&node.data_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another Wisp node"), "{err}");
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(err.contains(&node.api), "names the other node's API: {err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "it started nothing: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let after: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(node.data_dir.join(f)).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    // The first node is unaffected, and a CLI in its directory finds it without WISP_API.
+    let ls = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["ls", "--json"])
+        .current_dir(node.data_dir.parent().unwrap())
+        .env("WISP_DATA_DIR", &node.data_dir)
+        .env_remove("WISP_API")
+        .env_remove("WISP_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+}
+
+#[test]
+fn the_cli_takes_host_port_and_names_the_token_it_used_when_refused() {
+    let node = Node::start();
+    let hostport = node.api.trim_start_matches("http://").to_string();
+    let out = node.wisp(&["ls", "--api", &hostport]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong = tempfile::tempdir().unwrap();
+    std::fs::write(wrong.path().join("api-token"), "not-the-token").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["deploy", "/nonexistent/wisp.yaml", "--api", &hostport])
+        .env("WISP_DATA_DIR", wrong.path())
+        .env_remove("WISP_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused the API token"), "{err}");
+    assert!(
+        err.contains(&wrong.path().join("api-token").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains(&node.api), "{err}");
+}
+
+/// Reads one HTTP/1.1 response (headers, then a `Content-Length` body) from `r`.
+fn read_response(r: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "connection closed");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+#[test]
+fn a_function_cannot_frame_the_next_response_on_a_keep_alive_connection() {
+    let injected = "HTTP/1.1 200 OK\\r\\nSet-Cookie: session=attacker\\r\\nContent-Length: 11\\r\\n\\r\\nhello world";
+    let code = python(&format!(
+        r#"def handler(event, context):
+    return {{"statusCode": 200, "headers": {{"Content-Length": "0", "Connection": "keep-alive"}}, "body": "{injected}"}}
+"#
+    ));
+    let node = Node::start();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: desync
+functions:
+  evil:
+    source: {code}
+    runtime: python3.11
+    handler: app.handler
+    routes: ["GET /evil"]
+  evilwasm:
+    source: {respond}
+    routes: ["GET /evilwasm"]
+    env:
+      RESPOND_HEADERS: "content-length: 0|x-probe: 1"
+      RESPOND_BODY: "HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 11\r\n\r\nhello world"
+  victim:
+    source: {echo}
+    routes: ["GET /victim"]
+"#,
+        code = code.path().display(),
+        respond = src("respond"),
+        echo = src("echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let addr = node.http.trim_start_matches("http://").to_string();
+    for evil in ["/evil", "/evilwasm"] {
+        let stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        write!(w, "GET {evil} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, body) = read_response(&mut r);
+        if evil == "/evil" {
+            assert!(head.starts_with("HTTP/1.1 200"), "{evil}: {head}");
+            assert!(
+                String::from_utf8_lossy(&body).contains("Set-Cookie: session=attacker"),
+                "{evil}: the function's body arrives whole, as a body: {head}"
+            );
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("x-amzn-remapped-content-length: 0"),
+                "{evil}: {head}"
+            );
+        } else {
+            // wasi:http itself refuses a body longer than the content-length the guest
+            // declared: the call fails (a generic 500), and the connection stays sound.
+            assert!(head.starts_with("HTTP/1.1 500"), "{evil}: {head}");
+        }
+        write!(w, "GET /victim HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, body) = read_response(&mut r);
+        assert!(
+            !head.contains("attacker"),
+            "{evil} framed the next response: {head}"
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!(
+                "{evil}: the next response is not the victim's ({e}): {head}{}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        assert_eq!(v["path_with_query"], "/victim");
+    }
+}
+
+fn queue_stats(node: &Node, name: &str) -> Option<(u64, u64)> {
+    let qs: Vec<Value> = serde_json::from_str(&node.wisp_ok(&["queue", "ls", "--json"])).ok()?;
+    let q = qs.iter().find(|q| q["name"] == name)?;
+    Some((q["depth"].as_u64()?, q["in_flight"].as_u64()?))
+}
+
+#[test]
+fn a_queue_batch_is_deleted_only_when_its_function_succeeded() {
+    let node = Node::start();
+    for q in ["failing-dead", "plain-dead"] {
+        node.wisp_ok(&["queue", "create", q]);
+    }
+    for (q, dead) in [("failing", "failing-dead"), ("plain", "plain-dead")] {
+        node.wisp_ok(&[
+            "queue",
+            "create",
+            q,
+            "--visibility",
+            "1s",
+            "--dlq",
+            dead,
+            "--max-receives",
+            "2",
+        ]);
+        for i in 0..3 {
+            node.wisp_ok(&["queue", "send", q, &format!("job {i}")]);
+        }
+    }
+    let m = manifest(&format!(
+        r#"app: consumers
+functions:
+  failing:
+    source: {respond}
+    env:
+      RESPOND_STATUS: "500"
+      RESPOND_BODY: '{{"error":"database unavailable"}}'
+    queue:
+      name: failing
+      batch_size: 3
+      batch_window: 300ms
+  plain:
+    source: {respond}
+    env:
+      RESPOND_BODY: ok
+    queue:
+      name: plain
+      batch_size: 3
+      batch_window: 300ms
+"#,
+        respond = src("respond"),
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    // A consumer answering 500 processed nothing: after two receives every message is in
+    // the dead-letter queue, none was deleted.
+    wait_until(
+        "the failed messages in the dead-letter queue",
+        Duration::from_secs(30),
+        || (queue_stats(&node, "failing-dead")? == (3, 0)).then_some(()),
+    );
+    assert_eq!(queue_stats(&node, "failing"), Some((0, 0)));
+    // A plain-text 200 processed its batch: deleted, not redelivered.
+    wait_until(
+        "the plain-text consumer's queue drained",
+        Duration::from_secs(30),
+        || (queue_stats(&node, "plain")? == (0, 0)).then_some(()),
+    );
+    assert_eq!(queue_stats(&node, "plain-dead"), Some((0, 0)));
+    // Failures and dead-lettering are in the node's log, and queue runs are counted as
+    // queue runs.
+    let log = node.stderr();
+    assert!(
+        log.contains("the batch failed (the function answered 500)"),
+        "{log}"
+    );
+    assert!(log.contains("moved to the dead-letter queue"), "{log}");
+    let m = crate::metrics::scrape(&node);
+    assert!(
+        crate::metrics::value(
+            &m,
+            "wisp_invocations_total",
+            &[("function", "plain"), ("trigger", "queue")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        crate::metrics::value(
+            &m,
+            "wisp_invocations_total",
+            &[("function", "plain"), ("trigger", "http")]
+        ),
+        0.0
+    );
+}
