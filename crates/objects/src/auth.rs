@@ -675,6 +675,97 @@ fn presigned_v2_auth(
     })
 }
 
+fn missing_post_field(name: &str) -> S3Error {
+    S3Error::invalid_argument(format!(
+        "Bucket POST must contain a field named '{name}'.  If it is specified, please check the order of the fields."
+    ))
+    .with("ArgumentName", name)
+    .with("ArgumentValue", "")
+}
+
+/// Checks the signature of a browser form upload's policy (the `policy` field, base64,
+/// as sent): SigV4 (`x-amz-algorithm`, `x-amz-credential`, `x-amz-date`,
+/// `x-amz-signature`: the hex HMAC of the policy under the day's signing key) or SigV2
+/// (`AWSAccessKeyId`, `signature`: the base64 HMAC-SHA1 of the policy). `field` looks a
+/// form field up by name, case-insensitively. The access key id that signed.
+pub(crate) fn verify_post_policy<'f>(
+    field: impl Fn(&str) -> Option<&'f str>,
+    policy_b64: &str,
+    settings: &AuthSettings<'_>,
+) -> Result<String, S3Error> {
+    let Some(algorithm) = field("x-amz-algorithm") else {
+        // SigV2, as boto3 signs form uploads unless told to use SigV4.
+        let access_key_id =
+            field("AWSAccessKeyId").ok_or_else(|| missing_post_field("AWSAccessKeyId"))?;
+        let signature = field("signature").ok_or_else(|| missing_post_field("signature"))?;
+        let secret = lookup_secret(settings, access_key_id)?;
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(hmac_sha1(&secret, policy_b64));
+        if !sigv4::constant_time_eq(expected.as_bytes(), signature.trim().as_bytes()) {
+            return Err(S3Error::signature_does_not_match(
+                "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+            )
+            .with("AWSAccessKeyId", access_key_id)
+            .with("StringToSign", policy_b64));
+        }
+        return Ok(access_key_id.to_string());
+    };
+    if algorithm != ALGORITHM {
+        return Err(S3Error::invalid_argument(
+            "Only AWS4-HMAC-SHA256 is supported as x-amz-algorithm",
+        )
+        .with("ArgumentName", "x-amz-algorithm")
+        .with("ArgumentValue", algorithm));
+    }
+    let credential =
+        field("x-amz-credential").ok_or_else(|| missing_post_field("x-amz-credential"))?;
+    let amz_date = field("x-amz-date").ok_or_else(|| missing_post_field("x-amz-date"))?;
+    let signature =
+        field("x-amz-signature").ok_or_else(|| missing_post_field("x-amz-signature"))?;
+    let cred = parse_credential(credential)
+        .filter(|c| c.service == "s3")
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Error parsing the X-Amz-Credential parameter; it is not <key id>/<date>/<region>/s3/aws4_request",
+            )
+            .with("ArgumentName", "x-amz-credential")
+            .with("ArgumentValue", credential)
+        })?;
+    if cred.region != settings.region {
+        return Err(S3Error::invalid_argument(format!(
+            "Error parsing the X-Amz-Credential parameter; the region '{}' is wrong; expecting '{}'",
+            cred.region, settings.region
+        ))
+        .with("Region", settings.region)
+        .with_header("x-amz-bucket-region", settings.region));
+    }
+    if sigv4::parse_amz_date(amz_date).is_none() {
+        return Err(S3Error::invalid_argument(
+            "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
+        )
+        .with("ArgumentName", "x-amz-date")
+        .with("ArgumentValue", amz_date));
+    }
+    if amz_date[..8] != cred.date {
+        return Err(S3Error::invalid_argument(
+            "the credential's date is not the date of x-amz-date",
+        )
+        .with("ArgumentName", "x-amz-credential")
+        .with("ArgumentValue", credential));
+    }
+    let secret = lookup_secret(settings, &cred.access_key_id)?;
+    let key = sigv4::signing_key(&secret, &cred.date, &cred.region, &cred.service);
+    let expected = sigv4::sign(&key, policy_b64);
+    if !sigv4::constant_time_eq(expected.as_bytes(), signature.trim().as_bytes()) {
+        return Err(S3Error::signature_does_not_match(
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+        )
+        .with("AWSAccessKeyId", &cred.access_key_id)
+        .with("StringToSign", policy_b64));
+    }
+    Ok(cred.access_key_id)
+}
+
 fn hmac_sha1(key: &str, data: &str) -> Vec<u8> {
     use hmac::Mac;
     let mut mac =

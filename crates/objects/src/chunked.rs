@@ -33,6 +33,21 @@ struct Chunked {
     chunk_signature: String,
 }
 
+/// Where the bytes of a new blob come from: a request's payload, or the file of a
+/// browser form upload.
+pub(crate) trait ByteSource: Send {
+    /// The next piece, or None at the end (after all checks passed).
+    fn next_bytes(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Bytes>, S3Error>> + Send;
+}
+
+impl ByteSource for Payload {
+    async fn next_bytes(&mut self) -> Result<Option<Bytes>, S3Error> {
+        self.next().await
+    }
+}
+
 /// The payload of a request.
 pub(crate) struct Payload {
     stream: BodyDataStream,

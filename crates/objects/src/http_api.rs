@@ -24,6 +24,7 @@ use crate::cors::{self, CorsConfig};
 use crate::error::S3Error;
 use crate::events::{Acks, CreatedKind, EventSink};
 use crate::names::{MAX_KEY_BYTES, listing_encode, percent_decode};
+use crate::post;
 use crate::store::{
     BlobFile, ChangeCtx, CompletePart, Completion, Digests, Hashing, ListAfter, ListEntry,
     NewObject, ObjectChecksum, ObjectInfo, ObjectStore, PinGuard, Segment, Upload, WriteCondition,
@@ -236,6 +237,30 @@ async fn handle(app: &App, req: Request, request_id: &str) -> Result<Response, S
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let config = app.store.config();
+    // A browser form upload: POST to a bucket, signed by its policy in the form rather
+    // than by a header or the query.
+    if parts.method == Method::POST
+        && !parts.headers.contains_key(header::AUTHORIZATION)
+        && parts.uri.query().is_none_or(str::is_empty)
+        && let Some(boundary) = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(post::form_boundary)
+    {
+        let host = host_of(&parts);
+        if let (Some(bucket), None) =
+            address(parts.uri.path(), &host, &config.virtual_host_suffixes)?
+        {
+            let ctx = ChangeCtx {
+                sink: app.events.clone(),
+                request_id: request_id.to_string(),
+                source_ip,
+                principal: String::new(),
+            };
+            return post_object(app, body, bucket, &host, &boundary, ctx).await;
+        }
+    }
     // A request the node makes itself (a function's call through the host) carries its
     // principal as an extension, which no network client can set: no signature to check.
     let auth = match parts.extensions.get::<TrustedPrincipal>() {
@@ -518,8 +543,10 @@ async fn bucket_op(
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Method::POST if req.has("delete") => delete_objects(store, req, body, bucket).await,
-        Method::POST => Err(S3Error::not_implemented(
-            "POST uploads (browser forms) are not implemented.",
+        Method::POST => Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "MalformedPOSTRequest",
+            "The body of your POST request is not well-formed multipart/form-data: a form upload is signed by its policy, without an Authorization header or query parameters.",
         )),
         _ => Err(S3Error::method_not_allowed(
             "The specified method is not allowed against this resource.",
@@ -1091,6 +1118,171 @@ async fn list_uploads(
         StatusCode::OK,
         x.finish("ListMultipartUploadsResult"),
     ))
+}
+
+// ------------------------------------------------------------------------------------
+// Browser form uploads
+
+/// PostObject: a browser form (multipart/form-data) whose policy, signed with one of the
+/// store's keys, says what may be uploaded. The fields before the file are read (at most
+/// 20 KB), the signature and every policy condition checked, then the file is streamed
+/// to disk within the policy's content-length-range and the store's object size limit.
+/// Emits ObjectCreated:Post and answers once the sink has acknowledged it.
+async fn post_object(
+    app: &App,
+    body: Body,
+    bucket: String,
+    host: &str,
+    boundary: &str,
+    mut ctx: ChangeCtx,
+) -> Result<Response, S3Error> {
+    let store = &app.store;
+    let config = store.config();
+    let mut form = post::read_form(body, boundary).await?;
+    let policy_b64 = form.get("policy").map(str::to_string).ok_or_else(|| {
+        S3Error::access_denied(
+            "Anonymous access is not allowed: a form upload needs a policy signed with an access key",
+        )
+    })?;
+    let now = OffsetDateTime::now_utc();
+    ctx.principal = crate::auth::verify_post_policy(
+        |n| form.get(n),
+        &policy_b64,
+        &AuthSettings {
+            credentials: app.credentials.as_ref(),
+            max_skew: config.max_clock_skew,
+            now,
+            virtual_host_suffixes: &config.virtual_host_suffixes,
+            region: &config.region,
+        },
+    )?;
+    let policy = post::Policy::decode(&policy_b64)?;
+    let range = policy.check(&form, &bucket, now)?;
+    let key = form
+        .get("key")
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Bucket POST must contain a field named 'key'.  If it is specified, please check the order of the fields.",
+            )
+            .with("ArgumentName", "key")
+            .with("ArgumentValue", "")
+        })?
+        .replace("${filename}", &form.filename);
+    if key.is_empty() {
+        return Err(
+            S3Error::invalid_argument("The key must not be empty.").with("ArgumentName", "key")
+        );
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(S3Error::key_too_long("Your key is too long")
+            .with("MaxSizeAllowed", MAX_KEY_BYTES.to_string())
+            .with("Size", key.len().to_string()));
+    }
+    let mut headers = BTreeMap::new();
+    for name in STORED_HEADERS {
+        if let Some(v) = form.get(name).filter(|v| !v.is_empty()) {
+            headers.insert(name.to_string(), v.to_string());
+        }
+    }
+    let mut metadata = BTreeMap::new();
+    for f in &form.fields {
+        let name = f.name.to_ascii_lowercase();
+        if let Some(n) = name.strip_prefix("x-amz-meta-") {
+            metadata.insert(n.to_string(), f.value.clone());
+        }
+    }
+    if metadata
+        .iter()
+        .map(|(n, v)| n.len() + v.len())
+        .sum::<usize>()
+        > MAX_METADATA
+    {
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "MetadataTooLarge",
+            "Your metadata headers exceed the maximum allowed metadata size",
+        )
+        .with("MaxSizeAllowed", MAX_METADATA.to_string()));
+    }
+    let redirect = form
+        .get("success_action_redirect")
+        .or_else(|| form.get("redirect"))
+        .filter(|r| r.starts_with("http://") || r.starts_with("https://"))
+        .map(str::to_string);
+    let status = form.get("success_action_status").map(str::to_string);
+    ensure_bucket(store, &bucket).await?;
+    let max = range.map_or(config.max_object_size, |(_, max)| {
+        max.min(config.max_object_size)
+    });
+    let staged = store
+        .ingest(
+            &mut form.file,
+            crate::store::Hashing {
+                sha256: false,
+                checksum: None,
+            },
+            max,
+        )
+        .await?;
+    if let Some((min, _)) = range
+        && staged.digests.size < min
+    {
+        return Err(S3Error::entity_too_small(
+            "Your proposed upload is smaller than the minimum allowed size",
+        )
+        .with("ProposedSize", staged.digests.size.to_string())
+        .with("MinSizeAllowed", min.to_string()));
+    }
+    let info = change(store, {
+        let (bucket, key) = (bucket.clone(), key.clone());
+        move |s| {
+            let (blob, d) = s.promote(staged)?;
+            let new = NewObject {
+                headers,
+                metadata,
+                kind: CreatedKind::Post,
+                ..one_blob(bucket, key, &blob, d)
+            };
+            s.commit_object(new, vec![blob], &ctx)
+        }
+    })
+    .await?;
+    let location = format!(
+        "http://{host}/{bucket}/{}",
+        crate::names::uri_encode(key.as_bytes(), false)
+    );
+    let etag = quoted(&info.etag);
+    let mut resp = if let Some(r) = redirect {
+        let sep = if r.contains('?') { '&' } else { '?' };
+        let target = format!(
+            "{r}{sep}bucket={}&key={}&etag={}",
+            crate::names::uri_encode(bucket.as_bytes(), true),
+            crate::names::uri_encode(key.as_bytes(), true),
+            crate::names::uri_encode(etag.as_bytes(), true)
+        );
+        let mut resp = empty(StatusCode::SEE_OTHER);
+        set(&mut resp, "location", &target);
+        resp
+    } else {
+        match status.as_deref() {
+            Some("200") => empty(StatusCode::OK),
+            Some("201") => {
+                let mut x = XmlWriter::new("PostResponse");
+                x.elem("Location", &location)
+                    .elem("Bucket", &bucket)
+                    .elem("Key", &key)
+                    .elem("ETag", &etag);
+                xml_response(StatusCode::CREATED, x.finish("PostResponse"))
+            }
+            // S3 answers 204 for any other value.
+            _ => empty(StatusCode::NO_CONTENT),
+        }
+    };
+    set(&mut resp, "etag", &etag);
+    if resp.status() != StatusCode::SEE_OTHER {
+        set(&mut resp, "location", &location);
+    }
+    Ok(resp)
 }
 
 // ------------------------------------------------------------------------------------

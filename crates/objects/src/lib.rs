@@ -21,6 +21,7 @@ pub mod events;
 pub mod fuzzing;
 mod http_api;
 pub mod names;
+mod post;
 pub mod sigv4;
 mod store;
 mod timefmt;

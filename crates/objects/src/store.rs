@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 use crate::Config;
 use crate::checksum::{self, ChecksumAlgorithm, ChecksumHasher, ChecksumType};
-use crate::chunked::Payload;
+use crate::chunked::ByteSource;
 use crate::cors::CorsConfig;
 use crate::error::{S3Error, StoreError};
 use crate::events::{Acks, CreatedKind, EventKind, EventSink, ObjectEvent, RemovedKind};
@@ -707,11 +707,11 @@ impl ObjectStore {
         Ok((blob, staged.digests))
     }
 
-    /// Streams a request payload into a staged temp file. The network side runs here;
+    /// Streams a request payload (or a form's file) into a staged temp file. The network side runs here;
     /// hashing and writing run on a blocking thread, with a bounded queue between them.
     pub(crate) async fn ingest(
         self: &Arc<Self>,
-        payload: &mut Payload,
+        payload: &mut impl ByteSource,
         hashing: Hashing,
         max_size: u64,
     ) -> Result<Staged, S3Error> {
@@ -729,7 +729,7 @@ impl ObjectStore {
         let mut total = 0u64;
         let mut failure = None;
         loop {
-            match payload.next().await {
+            match payload.next_bytes().await {
                 Ok(Some(b)) => {
                     total += b.len() as u64;
                     if total > max_size {

@@ -282,6 +282,53 @@ check(got["ResponseMetadata"]["HTTPHeaders"].get("access-control-allow-origin") 
 s3.delete_bucket_cors(Bucket="boto")
 check(error_code(s3.get_bucket_cors, Bucket="boto") == "NoSuchCORSConfiguration", "delete_bucket_cors")
 
+# Browser form uploads with generate_presigned_post (SigV4, and boto3's default SigV2),
+# posted as a browser would (multipart/form-data, the file last). ceph/s3-tests
+# test_post_object_authenticated_request, _set_success_code, _upload_size_limit_exceeded,
+# _expired_policy, with boto3 making the policy.
+def post_form(post, filename, data):
+    boundary = "----boto3compat" + hashlib.md5(data).hexdigest()
+    parts = []
+    for name, value in post["fields"].items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 f'Content-Type: application/octet-stream\r\n\r\n'.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    req = urllib.request.Request(post["url"], data=b"".join(parts), method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def xml_code(body):
+    return body.decode().split("<Code>")[1].split("</Code>")[0] if b"<Code>" in body else ""
+
+
+for signer, post_client in (("SigV4", v4), ("SigV2", s3)):
+    post = post_client.generate_presigned_post(
+        "boto", "forms/${filename}",
+        Fields={"Content-Type": "text/plain", "success_action_status": "201"},
+        Conditions=[{"Content-Type": "text/plain"}, {"success_action_status": "201"},
+                    ["content-length-range", 1, 1024]],
+        ExpiresIn=300)
+    status, body = post_form(post, f"{signer}.txt", b"posted by a browser")
+    check(status == 201 and f"<Key>forms/{signer}.txt</Key>".encode() in body, f"{signer} form upload: 201 ({status})")
+    got = s3.get_object(Bucket="boto", Key=f"forms/{signer}.txt")
+    check(got["Body"].read() == b"posted by a browser" and got["ContentType"] == "text/plain",
+          f"{signer} form upload stored")
+    status, body = post_form(post, "big.txt", b"x" * 1025)
+    check((status, xml_code(body)) == (400, "EntityTooLarge"), f"{signer} too large: {status} {xml_code(body)}")
+    wrong_key = dict(post, fields=dict(post["fields"], key="elsewhere/${filename}"))
+    status, body = post_form(wrong_key, "x.txt", b"x")
+    check((status, xml_code(body)) == (403, "AccessDenied"), f"{signer} wrong key prefix: {status} {xml_code(body)}")
+expired = v4.generate_presigned_post("boto", "forms/late.txt", ExpiresIn=-60)
+status, body = post_form(expired, "late.txt", b"x")
+check((status, xml_code(body)) == (403, "AccessDenied") and b"Policy expired" in body, "expired policy: 403")
+check(error_code(s3.head_object, Bucket="boto", Key="forms/late.txt") == "404", "nothing stored by refused forms")
+
 if CLI:
     env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     version = subprocess.run([CLI, "--version"], capture_output=True, text=True, env=env)
