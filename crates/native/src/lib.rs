@@ -236,7 +236,7 @@ impl NativeExecutor {
             prewarm: Mutex::new(None),
             f: function,
             idle: Mutex::new(Vec::new()),
-            live: AtomicU32::new(0),
+            live: Arc::new(AtomicU32::new(0)),
             busy: AtomicU32::new(0),
             cold_starts: AtomicU64::new(0),
             prewarm_count: AtomicU64::new(0),
@@ -360,7 +360,10 @@ pub struct NativePool {
     /// A pre-warm the policy asked for: start an instance at the first time (ms on the
     /// executor's clock) and keep it until the second, unless a call comes first.
     prewarm: Mutex<Option<(u64, u64)>>,
-    live: AtomicU32,
+    /// Shared with the instances' guards, which must not hold the pool itself: an idle
+    /// instance in `idle` holding its pool would keep the pool alive for ever, and the
+    /// pool's drop (which stops its idle instances at a redeploy) would never run.
+    live: Arc<AtomicU32>,
     /// Instances serving an invocation now.
     busy: AtomicU32,
     cold_starts: AtomicU64,
@@ -401,6 +404,13 @@ struct Stats {
     cpu_time: Option<Duration>,
 }
 
+/// What the pool asks of an instance's supervisor.
+enum Control {
+    Stats(oneshot::Sender<Stats>),
+    /// Freeze (true) or thaw; answered once done.
+    Freeze(bool, Option<oneshot::Sender<()>>),
+}
+
 /// One sandboxed runtime process, as the pool sees it.
 struct Instance {
     queue: mpsc::Sender<Pending>,
@@ -408,7 +418,7 @@ struct Instance {
     spawned: Instant,
     output: Arc<Output>,
     gone: watch::Receiver<Option<Gone>>,
-    stats: mpsc::Sender<oneshot::Sender<Stats>>,
+    control: mpsc::Sender<Control>,
     /// Dropping it tells the supervisor to kill the sandbox.
     _kill: oneshot::Sender<()>,
     api: tokio::task::JoinHandle<()>,
@@ -422,11 +432,11 @@ struct Instance {
     _live: LiveGuard,
 }
 
-struct LiveGuard(Arc<NativePool>);
+struct LiveGuard(Arc<AtomicU32>);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -443,10 +453,29 @@ impl Instance {
 
     async fn stats(&self) -> Stats {
         let (tx, rx) = oneshot::channel();
-        if self.stats.send(tx).await.is_err() {
+        if self.control.send(Control::Stats(tx)).await.is_err() {
             return Stats::default();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Freezes the sandbox while the instance is idle: whatever a handler left running
+    /// (forked busy loops, timers) stops until the next invocation, as on Lambda.
+    fn freeze(&self) {
+        let _ = self.control.try_send(Control::Freeze(true, None));
+    }
+
+    /// Thaws a frozen sandbox before it gets an invocation.
+    async fn thaw(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .control
+            .send(Control::Freeze(false, Some(tx)))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
     }
 
     /// Waits until the processes are gone; returns how they ended.
@@ -604,6 +633,7 @@ impl NativePool {
             inst.idle_since = Instant::now();
             inst.expires_at = prewarm_until.take().unwrap_or(u64::MAX);
             self.prewarm_count.fetch_add(1, Ordering::Relaxed);
+            inst.freeze();
             self.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -747,7 +777,7 @@ impl NativePool {
             )
         })?;
         self.live.fetch_add(1, Ordering::Relaxed);
-        let live = LiveGuard(self.clone());
+        let live = LiveGuard(self.live.clone());
         let output = Arc::new(Output::default());
         if let Some(out) = sandbox.stdout.take() {
             let probe = out.as_fd().try_clone_to_owned().ok();
@@ -769,15 +799,15 @@ impl NativePool {
         let api = tokio::spawn(runtime_api::serve(listener, state));
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let (gone_tx, gone_rx) = watch::channel(None);
-        let (stats_tx, stats_rx) = mpsc::channel(4);
-        tokio::spawn(supervise(sandbox, kill_rx, gone_tx, stats_rx));
+        let (control_tx, control_rx) = mpsc::channel(4);
+        tokio::spawn(supervise(sandbox, kill_rx, gone_tx, control_rx));
         Ok(Instance {
             queue,
             init: Some(init),
             spawned,
             output,
             gone: gone_rx,
-            stats: stats_tx,
+            control: control_tx,
             _kill: kill_tx,
             api,
             idle_since: Instant::now(),
@@ -812,6 +842,7 @@ impl NativePool {
         }
         inst.idle_since = Instant::now();
         inst.expires_at = now.saturating_add(decision.keep_alive.as_millis() as u64);
+        inst.freeze();
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -836,7 +867,10 @@ impl NativePool {
                 .on_start(self.exec.now_ms());
         }
         let mut inst = match self.take_idle() {
-            Some(i) => i,
+            Some(i) => {
+                i.thaw().await;
+                i
+            }
             None => match self.start().await {
                 Ok(i) => {
                     self.cold_starts.fetch_add(1, Ordering::Relaxed);
@@ -968,7 +1002,7 @@ async fn supervise(
     mut sandbox: wisp_sandbox::Instance,
     mut kill: oneshot::Receiver<()>,
     gone: watch::Sender<Option<Gone>>,
-    mut stats: mpsc::Receiver<oneshot::Sender<Stats>>,
+    mut control: mpsc::Receiver<Control>,
 ) {
     let read_stats = |s: &wisp_sandbox::Instance| Stats {
         memory_peak: s.memory_peak_bytes(),
@@ -981,8 +1015,19 @@ async fn supervise(
                 sandbox.kill();
                 break sandbox.wait().await;
             }
-            Some(reply) = stats.recv() => {
-                let _ = reply.send(read_stats(&sandbox));
+            Some(c) = control.recv() => match c {
+                Control::Stats(reply) => {
+                    let _ = reply.send(read_stats(&sandbox));
+                }
+                Control::Freeze(frozen, done) => {
+                    let r = if frozen { sandbox.freeze() } else { sandbox.thaw() };
+                    if let Err(e) = r {
+                        tracing::warn!(sandbox = sandbox.id(), "{} the sandbox: {e}", if frozen { "freezing" } else { "thawing" });
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
             }
         }
     };
@@ -991,8 +1036,17 @@ async fn supervise(
     // Answer stats asked after the end, until the instance is dropped.
     let last = read_stats(&sandbox);
     drop(sandbox);
-    while let Some(reply) = stats.recv().await {
-        let _ = reply.send(last);
+    while let Some(c) = control.recv().await {
+        match c {
+            Control::Stats(reply) => {
+                let _ = reply.send(last);
+            }
+            Control::Freeze(_, done) => {
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        }
     }
 }
 

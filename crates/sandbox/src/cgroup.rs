@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crate::{Protection, SpawnError, sys};
 
 /// v1 controllers used, and their v2 names (cpuacct's accounting is part of v2's cpu).
-const V1_WANTED: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+/// (The v2 freezer is part of every cgroup: `cgroup.freeze`.)
+const V1_WANTED: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
 const V2_WANTED: [&str; 3] = ["memory", "pids", "cpu"];
 
 #[derive(Debug, Clone)]
@@ -195,6 +196,11 @@ impl Cgroups {
                 "pids_max processes and threads (fork bombs stop here)",
             ),
             ("cgroup_cpu", "cpu", "relative CPU share (cpu_weight)"),
+            (
+                "cgroup_freezer",
+                "freezer",
+                "an idle instance is frozen: processes a handler left running stop until its next invocation",
+            ),
         ] {
             let found = cgroups.dir_of(ctrl);
             out.push(Protection {
@@ -214,7 +220,7 @@ impl Cgroups {
     fn dir_of(&self, ctrl: &str) -> Option<&Hierarchy> {
         self.hierarchies
             .iter()
-            .find(|h| h.controllers.contains(&ctrl))
+            .find(|h| h.controllers.contains(&ctrl) || (h.v2 && ctrl == "freezer"))
     }
 
     /// Creates the sandbox's cgroups with their limits; `None` when no hierarchy is usable.
@@ -298,6 +304,21 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Freezes (or thaws) every process in the cgroup: a frozen process uses no CPU until
+    /// it is thawed (v2 `cgroup.freeze`, v1 `freezer.state`). Does not wait for the freeze
+    /// to complete. `Ok(false)`: no freezer is available.
+    pub(crate) fn freeze(&self, frozen: bool) -> io::Result<bool> {
+        if let Some((_, d)) = self.dirs.iter().find(|(h, _)| h.v2) {
+            write(d, "cgroup.freeze", u8::from(frozen))?;
+            return Ok(true);
+        }
+        if let Some((_, d)) = self.dir("freezer") {
+            write(d, "freezer.state", if frozen { "FROZEN" } else { "THAWED" })?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Moves process `pid` (all its threads) into every one of the sandbox's cgroups.

@@ -216,6 +216,7 @@ impl Sandboxes {
             "cgroup_memory",
             "cgroup_pids",
             "cgroup_cpu",
+            "cgroup_freezer",
             "seccomp",
             "no_new_privs",
             "tmpfs_tmp",
@@ -499,6 +500,24 @@ impl Instance {
         self.inner.kill();
     }
 
+    /// Freezes every process in the sandbox (they use no CPU until [`Instance::thaw`]), as
+    /// Lambda freezes an execution environment between invocations. `Ok(false)` when the
+    /// host has no cgroup freezer.
+    pub fn freeze(&self) -> std::io::Result<bool> {
+        match &self.inner.cgroup {
+            Some(cg) => cg.freeze(true),
+            None => Ok(false),
+        }
+    }
+
+    /// Lets a frozen sandbox run again.
+    pub fn thaw(&self) -> std::io::Result<bool> {
+        match &self.inner.cgroup {
+            Some(cg) => cg.freeze(false),
+            None => Ok(false),
+        }
+    }
+
     /// Resolves when all of the sandbox's processes are gone.
     pub async fn wait(&mut self) -> Exit {
         if let Some(exit) = self.exit {
@@ -583,6 +602,8 @@ impl Inner {
         {
             // Spare the init: it reaps the others (it is their subreaper), then exits.
             cg.kill_except(self.pid);
+            // A frozen process (cgroup v1) takes its SIGKILL only once thawed.
+            let _ = cg.freeze(false);
             return;
         }
         if self.status.is_none()
@@ -592,6 +613,7 @@ impl Inner {
         }
         if let Some(cg) = &self.cgroup {
             cg.kill();
+            let _ = cg.freeze(false);
         }
     }
 

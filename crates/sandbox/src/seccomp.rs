@@ -103,6 +103,23 @@ pub(crate) fn build() -> Result<Filters, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     rules.insert(libc::SYS_clone, clone_rules);
+    // AF_VSOCK reaches the hypervisor and other VMs on it, past the network namespace:
+    // no sandbox gets it, with or without network access.
+    rules.insert(
+        libc::SYS_socket,
+        vec![
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    libc::AF_VSOCK as u64,
+                )
+                .map_err(|e| e.to_string())?,
+            ])
+            .map_err(|e| e.to_string())?,
+        ],
+    );
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,

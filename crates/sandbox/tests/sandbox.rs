@@ -581,6 +581,8 @@ async fn seccomp_makes_mount_and_namespaces_fail_with_eperm() {
                   print('mount', errno(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)))\n\
                   print('unshare', errno(libc.unshare(0x10000000)))\n\
                   print('clone-newns', errno(libc.syscall(56, 0x00020000 | 17, 0, 0, 0, 0)))\n\
+                  print('vsock', errno(libc.socket(40, 1, 0)))\n\
+                  print('unix', errno(libc.socket(1, 1, 0)))\n\
                   t = threading.Thread(target=lambda: print('thread ran'))\nt.start()\nt.join()\n\
                   pid = os.fork()\nif pid == 0:\n    os._exit(3)\nprint('fork', os.waitpid(pid, 0)[1] >> 8)\n";
     let out = run(spec(
@@ -593,7 +595,7 @@ async fn seccomp_makes_mount_and_namespaces_fail_with_eperm() {
     assert_eq!(out.exit, Exit::Code(0), "{}", out.stderr);
     assert_eq!(
         out.stdout,
-        "mount 1\nunshare 1\nclone-newns 1\nthread ran\nfork 3\n"
+        "mount 1\nunshare 1\nclone-newns 1\nvsock 1\nunix 0\nthread ran\nfork 3\n"
     );
 }
 
@@ -746,6 +748,7 @@ fn protections_name_every_mechanism() {
             "cgroup_memory",
             "cgroup_pids",
             "cgroup_cpu",
+            "cgroup_freezer",
             "seccomp",
             "no_new_privs",
             "tmpfs_tmp",

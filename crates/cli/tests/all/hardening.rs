@@ -363,3 +363,134 @@ functions:
         0.0
     );
 }
+
+/// Whether the server closed `s` within `within` (reads until EOF or a reset).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_but_a_slow_function_is_not() {
+    let node = Node::start_args(&["--header-timeout", "1s", "--idle-timeout", "2s"]);
+    let m = manifest(&format!(
+        r#"app: slow
+functions:
+  slow:
+    source: {sleep}
+    routes: [GET /slow]
+"#,
+        sleep = src("sleep"),
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let gateway = node.http.trim_start_matches("http://").to_string();
+    let api = node.api.trim_start_matches("http://").to_string();
+    for addr in [&gateway, &api] {
+        // Slowloris: a request begun and never finished.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-A: ")
+            .unwrap();
+        // Idle: connected, silent.
+        let mut idle = TcpStream::connect(addr).unwrap();
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(10)),
+            "{addr}: a request whose headers never end is closed"
+        );
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(10)),
+            "{addr}: an idle connection is closed"
+        );
+    }
+    // A call that takes longer than the idle timeout is answered on its connection, and
+    // the connection is reused for the next one.
+    let stream = TcpStream::connect(&gateway).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    for _ in 0..2 {
+        write!(w, "GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, _) = read_response(&mut r);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+}
+
+const FORKER: &str = r#"import os
+
+def handler(event, context):
+    if event.get("fork"):
+        for _ in range(2):
+            if os.fork() == 0:
+                while True:
+                    pass
+    return {"pid": os.getpid(), "version": os.environ.get("V")}
+"#;
+
+fn deploy_forker(node: &Node, code: &tempfile::TempDir, v: &str) {
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: forker
+functions:
+  forker:
+    source: {code}
+    runtime: python3.11
+    handler: app.handler
+    env:
+      V: "{v}"
+"#,
+        code = code.path().display(),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+}
+
+#[test]
+fn processes_a_handler_leaves_running_stop_between_invocations() {
+    let code = python(FORKER);
+    let node = Node::start();
+    deploy_forker(&node, &code, "1");
+    node.wisp_ok(&["invoke", "forker", "-d", r#"{"fork":true}"#]);
+    let pid = node.child.as_ref().unwrap().id();
+    assert!(sandboxed_processes(pid) >= 4, "init, runtime and two loops");
+    // Once the instance is idle its sandbox is frozen: the two busy loops stop using CPU
+    // (unfrozen they would use two cores' worth, 100 ticks per 500 ms).
+    wait_until(
+        "the idle instance's CPU use to stop",
+        Duration::from_secs(10),
+        || {
+            let before = sandboxed_cpu_ticks(pid);
+            std::thread::sleep(Duration::from_millis(500));
+            (sandboxed_cpu_ticks(pid) - before < 5).then_some(())
+        },
+    );
+    // The instance still works: thawed for its next invocation.
+    let out = node.wisp_ok(&["invoke", "forker", "-d", "{}"]);
+    assert!(out.contains("\"version\": \"1\""), "{out}");
+}
+
+#[test]
+fn a_redeploy_stops_the_old_versions_idle_instances() {
+    let code = python(FORKER);
+    let node = Node::start_args(&["--native-keep-alive", "10m"]);
+    let pid = node.child.as_ref().unwrap().id();
+    deploy_forker(&node, &code, "1");
+    node.wisp_ok(&["invoke", "forker", "-d", "{}"]);
+    assert_eq!(sandbox_inits(pid).len(), 1);
+    deploy_forker(&node, &code, "2");
+    let out = node.wisp_ok(&["invoke", "forker", "-d", "{}"]);
+    assert!(out.contains("\"version\": \"2\""), "{out}");
+    // Version 1's idle instance (kept for 10 minutes otherwise) is stopped.
+    wait_until(
+        "only version 2's instance left",
+        Duration::from_secs(15),
+        || (sandbox_inits(pid).len() == 1).then_some(()),
+    );
+}

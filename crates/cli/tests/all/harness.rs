@@ -328,6 +328,11 @@ fn process_table() -> Vec<(u32, u32, u64)> {
 /// Processes in this node's sandboxes: its children running as a sandbox's host uid
 /// (1,000,000,000 and up) and their descendants.
 pub fn sandboxed_processes(node_pid: u32) -> usize {
+    sandboxed_pids(node_pid).len()
+}
+
+/// The host pids of the processes in this node's sandboxes.
+pub fn sandboxed_pids(node_pid: u32) -> Vec<u32> {
     let procs = process_table();
     let mut inside = sandbox_inits_of(&procs, node_pid);
     let mut i = 0;
@@ -336,7 +341,22 @@ pub fn sandboxed_processes(node_pid: u32) -> usize {
         inside.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
         i += 1;
     }
-    inside.len()
+    inside
+}
+
+/// CPU time (user + system, in clock ticks of 10 ms) the processes in this node's
+/// sandboxes have used.
+pub fn sandboxed_cpu_ticks(node_pid: u32) -> u64 {
+    sandboxed_pids(node_pid)
+        .iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
 }
 
 /// Polls `f` every 100 ms until it gives a value; fails the test after `timeout`.
