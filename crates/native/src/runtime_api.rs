@@ -22,7 +22,8 @@ pub const MAX_PAYLOAD: usize = 6_291_556;
 pub const MAX_STREAMED_PAYLOAD: usize = 20 * 1024 * 1024;
 
 /// An invocation handed to the instance, waiting for the runtime's `next`.
-pub(crate) struct Pending {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/), as are `Reply`, `ApiState`, `handle`.
+pub struct Pending {
     pub id: String,
     pub event: Bytes,
     /// Unix time in milliseconds by which the function must answer.
@@ -35,7 +36,8 @@ pub(crate) struct Pending {
 
 /// How the runtime answered an invocation.
 #[derive(Debug)]
-pub(crate) enum Reply {
+#[doc(hidden)]
+pub enum Reply {
     Response(Bytes),
     Error(FunctionError),
 }
@@ -92,7 +94,8 @@ struct Current {
 }
 
 /// One instance's side of the API.
-pub(crate) struct ApiState {
+#[doc(hidden)]
+pub struct ApiState {
     pub function_arn: String,
     queue: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
     current: Mutex<Option<Current>>,
@@ -227,7 +230,8 @@ pub(crate) async fn serve(listener: std::net::TcpListener, state: Arc<ApiState>)
     }
 }
 
-async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+#[doc(hidden)]
+pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
         return error_response(
