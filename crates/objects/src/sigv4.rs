@@ -314,7 +314,11 @@ pub fn presign(
         query.push('=');
         query.push_str(&uri_encode(value.as_bytes(), true));
     }
-    let canon = vec![("host".to_string(), host.to_string())];
+    // As the verifier reads it: trimmed, inner runs of spaces collapsed.
+    let canon = vec![(
+        "host".to_string(),
+        canonical_header_value([host.as_bytes()]),
+    )];
     let creq = canonical_request(
         method,
         &canonical_uri(raw_path),
