@@ -337,6 +337,9 @@ pub async fn invoke(
             InvokeError::Unavailable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            InvokeError::RecursionStopped { .. } => {
+                ApiError::new(StatusCode::LOOP_DETECTED, e.to_string())
+            }
         })?;
     let (status, headers, body, body_encoding) = match done.response {
         Some(resp) => {

@@ -438,7 +438,8 @@ impl EventStore {
             .await
     }
 
-    /// Hands out up to `limit` due events (oldest due first), each leased for its lease
+    /// Hands out up to `limit` due events (oldest due first within each function, every
+    /// function with due events getting its share), each leased for its lease
     /// time: an event that is not completed before its lease ends is delivered again, with
     /// the same id and `attempt + 1`. Events past their maximum age, or whose leases ran
     /// out too often, are dead-lettered here instead.
@@ -447,12 +448,7 @@ impl EventStore {
         self.call(move |conn, ctx| {
             let mut out = Vec::new();
             while out.len() < limit {
-                let evs: Vec<Ev> = conn
-                    .prepare_cached(&format!(
-                        "SELECT {COLS} FROM invocations WHERE state < 2 AND due_at <= ?1 ORDER BY due_at, seq LIMIT ?2"
-                    ))?
-                    .query_map(params![now, (limit - out.len()) as i64], Ev::from_row)?
-                    .collect::<rusqlite::Result<_>>()?;
+                let evs = due_fairly(conn, now, limit - out.len())?;
                 if evs.is_empty() {
                     break;
                 }
@@ -650,4 +646,63 @@ impl EventStore {
     pub fn watch_invocations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.wake.invocations.subscribe()
     }
+}
+
+/// Up to `want` due events, shared fairly among the functions that have some: each
+/// function's oldest first, at most `want / functions` (at least one) per function in a
+/// first pass, the rest filled by age. One function's backlog (a burst, a runaway
+/// recursion) then delays its own events, not every other function's.
+fn due_fairly(conn: &rusqlite::Connection, now: i64, want: usize) -> rusqlite::Result<Vec<Ev>> {
+    // The distinct functions with pending or leased events, one index seek each.
+    let functions: Vec<String> = conn
+        .prepare_cached(
+            "WITH RECURSIVE f(name) AS (
+                 SELECT (SELECT min(function) FROM invocations WHERE state < 2)
+                 UNION ALL
+                 SELECT (SELECT min(function) FROM invocations WHERE state < 2 AND function > f.name)
+                 FROM f WHERE f.name IS NOT NULL
+             ) SELECT name FROM f WHERE name IS NOT NULL",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if functions.len() <= 1 {
+        return conn
+            .prepare_cached(&format!(
+                "SELECT {COLS} FROM invocations WHERE state < 2 AND due_at <= ?1 ORDER BY due_at, seq LIMIT ?2"
+            ))?
+            .query_map(params![now, want as i64], Ev::from_row)?
+            .collect();
+    }
+    let share = (want / functions.len()).max(1);
+    let mut out: Vec<Ev> = Vec::new();
+    let mut per_function = conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM invocations INDEXED BY invocations_due_by_function
+         WHERE state < 2 AND function = ?1 AND due_at <= ?2 ORDER BY due_at, seq LIMIT ?3"
+    ))?;
+    for f in &functions {
+        if out.len() >= want {
+            break;
+        }
+        let n = share.min(want - out.len());
+        out.extend(
+            per_function
+                .query_map(params![f, now, n as i64], Ev::from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        );
+    }
+    if out.len() < want {
+        let taken: std::collections::HashSet<i64> = out.iter().map(|e| e.seq).collect();
+        let more: Vec<Ev> = conn
+            .prepare_cached(&format!(
+                "SELECT {COLS} FROM invocations WHERE state < 2 AND due_at <= ?1 ORDER BY due_at, seq LIMIT ?2"
+            ))?
+            .query_map(params![now, (want + taken.len()) as i64], Ev::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        out.extend(
+            more.into_iter()
+                .filter(|e| !taken.contains(&e.seq))
+                .take(want - out.len()),
+        );
+    }
+    Ok(out)
 }

@@ -202,6 +202,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     dead_reason      TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_due ON invocations (due_at, seq) WHERE state < 2;
+-- Fair claiming: each function's oldest due events, function by function.
+CREATE INDEX IF NOT EXISTS invocations_due_by_function ON invocations (function, due_at, seq) WHERE state < 2;
 CREATE INDEX IF NOT EXISTS invocations_dead ON invocations (function, seq) WHERE state = 3;
 CREATE INDEX IF NOT EXISTS invocations_done ON invocations (due_at) WHERE state = 2;
 

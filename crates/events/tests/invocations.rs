@@ -605,3 +605,35 @@ async fn dispatcher_runs_retries_and_completes_everything() {
         assert_eq!(calls[&id.to_string()], 2, "event {id}");
     }
 }
+
+#[tokio::test]
+async fn one_functions_backlog_does_not_hold_back_another_functions_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(&dir, &clock);
+    for _ in 0..300 {
+        store
+            .enqueue_invocation("runaway", b"{}", EnqueueOptions::default())
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_millis(5));
+    store
+        .enqueue_invocation("other", b"{}", EnqueueOptions::default())
+        .await
+        .unwrap();
+    clock.advance(Duration::from_millis(5));
+    // The first claim of 10 already carries the other function's event, though 300
+    // older ones are due.
+    let claimed = store.claim(10).await.unwrap();
+    assert_eq!(claimed.len(), 10);
+    assert!(
+        claimed.iter().any(|c| c.function == "other"),
+        "{:?}",
+        claimed.iter().map(|c| &c.function).collect::<Vec<_>>()
+    );
+    // With one function only, the claim is simply the oldest first.
+    let next = store.claim(10).await.unwrap();
+    assert_eq!(next.len(), 10);
+    assert!(next.iter().all(|c| c.function == "runaway"));
+}

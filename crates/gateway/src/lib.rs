@@ -339,6 +339,12 @@ fn respond(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             resp
         }
+        Err(e @ InvokeError::RecursionStopped { .. }) => platform_error(
+            StatusCode::LOOP_DETECTED,
+            request_id,
+            options,
+            &e.to_string(),
+        ),
         Err(e @ InvokeError::Unavailable { .. }) => {
             tracing::error!(request_id, "{e}");
             platform_error(

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+pub mod lineage;
 mod logs;
 mod metrics;
 mod recent;
@@ -106,6 +107,15 @@ pub enum InvokeError {
     },
     #[error("function `{function}` could not be loaded: {message}")]
     Unavailable { function: String, message: String },
+    #[error(
+        "recursive invocation stopped: function `{function}` would run at depth {depth} of one chain of calls (trace {trace_id}); a chain may be at most {max} invocations deep",
+        max = lineage::MAX_DEPTH
+    )]
+    RecursionStopped {
+        function: String,
+        depth: u32,
+        trace_id: String,
+    },
 }
 
 /// Internal failures while changing the registry.
@@ -158,6 +168,8 @@ pub struct Invoker {
     metering: bool,
     /// The node services WebAssembly functions may be granted (`outbound:`).
     host_services: RwLock<Vec<(wisp_core::HostService, Arc<dyn wisp_executor::HostService>)>>,
+    /// Each recent invocation's depth in its chain of calls, to stop recursive loops.
+    lineage: lineage::Lineage,
 }
 
 /// An asynchronous invocation, stored.
@@ -218,6 +230,7 @@ impl Invoker {
             events: std::sync::OnceLock::new(),
             metering: true,
             host_services: RwLock::new(Vec::new()),
+            lineage: lineage::Lineage::default(),
         })
     }
 
@@ -527,6 +540,24 @@ impl Invoker {
         let fm = f
             .metrics
             .get_or_init(|| self.metrics.function(f.name.as_str()));
+        let depth = self
+            .lineage
+            .enter(&inv.trace.span_id, inv.trace.parent_span_id.as_deref());
+        if depth >= lineage::MAX_DEPTH {
+            let e = InvokeError::RecursionStopped {
+                function: f.name.to_string(),
+                depth,
+                trace_id: inv.trace.trace_id.clone(),
+            };
+            tracing::warn!(
+                function = %f.name,
+                request_id = inv.request_id,
+                trigger = inv.trigger.as_str(),
+                "{e}"
+            );
+            fm.invocation(inv.trigger, Outcome::Error).inc();
+            return Err(e);
+        }
         let limits = &f.spec.limits;
         let admitted = admission::admit(
             &f.gate,
@@ -785,10 +816,12 @@ impl Invoker {
             Err(InvokeError::Throttled { .. } | InvokeError::NodeFull { .. }) => {
                 InvokeOutcome::Throttled
             }
-            Err(e @ InvokeError::Unavailable { .. }) => InvokeOutcome::Failure {
-                error: e.to_string(),
-                response: None,
-            },
+            Err(e @ (InvokeError::Unavailable { .. } | InvokeError::RecursionStopped { .. })) => {
+                InvokeOutcome::Failure {
+                    error: e.to_string(),
+                    response: None,
+                }
+            }
         }
     }
 

@@ -494,3 +494,40 @@ fn a_redeploy_stops_the_old_versions_idle_instances() {
         || (sandbox_inits(pid).len() == 1).then_some(()),
     );
 }
+
+#[test]
+fn a_function_calling_itself_asynchronously_is_stopped_at_depth_16() {
+    let node = Node::start();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: loop
+functions:
+  looper:
+    source: {chain}
+    runtime: python3.11
+    handler: app.handler
+    network: true
+    routes: ["POST /loop"]
+    env:
+      NEXT_URL: {gw}/loop
+      NEXT_MODE: event
+"#,
+        chain = crate::native::native("python-chain"),
+        gw = node.http,
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let r = client().post(node.url("/loop")).body("{}").send().unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until("the loop to be stopped", Duration::from_secs(120), || {
+        node.stderr()
+            .contains("recursive invocation stopped: function `looper`")
+            .then_some(())
+    });
+    let m = crate::metrics::scrape(&node);
+    let ran = crate::metrics::value(
+        &m,
+        "wisp_invocations_total",
+        &[("function", "looper"), ("outcome", "success")],
+    );
+    // The HTTP call is depth 0, its async descendants 1 to 15; the 16th is stopped.
+    assert_eq!(ran, 16.0, "{ran} invocations ran");
+}
