@@ -91,6 +91,9 @@ pub struct DeployResponse {
     changes: Vec<DeployChange>,
 }
 
+/// The most a function's env may hold (names and values together), Lambda's 4 KB.
+pub const MAX_ENV_BYTES: usize = 4096;
+
 /// Checks a deploy against what is already deployed: names, limits, artifacts, and that
 /// no route is served twice across all apps.
 pub fn validate(
@@ -149,6 +152,13 @@ pub fn validate(
             return Err(ApiError::bad_request(format!(
                 "function `{}`: webhook secret_env `{}` is not one of its env vars",
                 f.name, hook.secret_env
+            )));
+        }
+        let env_bytes: usize = f.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "function `{}`: its env is {env_bytes} bytes (names and values); at most {MAX_ENV_BYTES} are allowed, as on Lambda: keep large values in a file of the code or in object storage",
+                f.name
             )));
         }
         for k in f.env.keys() {
@@ -260,8 +270,14 @@ pub fn check_reservations(
     deployed: &[wisp_core::Function],
     budget_mb: u64,
 ) -> Result<(), ApiError> {
+    // Reserved concurrency is set aside; provisioned instances hold their memory even
+    // while idle. Either way that much of the budget is taken.
     let held = |spec: &FunctionSpec| {
-        u64::from(spec.limits.reserved_concurrency) * (spec.limits.memory_bytes / (1024 * 1024))
+        u64::from(
+            spec.limits
+                .reserved_concurrency
+                .max(spec.limits.provisioned_concurrency),
+        ) * (spec.limits.memory_bytes / (1024 * 1024))
     };
     let staying = deployed.iter().filter(|f| {
         let replaced = req.functions.iter().any(|n| n.name == f.name);
@@ -274,7 +290,7 @@ pub fn check_reservations(
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
-                "reserved concurrency would set aside {total} MiB (reserved_concurrency × memory, over all functions), more than the node's memory budget of {budget_mb} MiB: lower `limits.reserved_concurrency` or start the node with a larger `--memory-budget`"
+                "reserved and provisioned concurrency would hold {total} MiB (the larger of reserved_concurrency and provisioned_concurrency × memory, over all functions), more than the node's memory budget of {budget_mb} MiB: lower `limits.reserved_concurrency` / `limits.provisioned_concurrency` or start the node with a larger `--memory-budget`"
             ),
         ));
     }
@@ -332,4 +348,45 @@ pub async fn deploy(
         app: req.app,
         changes,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(functions: serde_json::Value) -> DeployRequest {
+        serde_json::from_value(serde_json::json!({"app": "shop", "functions": functions})).unwrap()
+    }
+
+    #[test]
+    fn an_env_past_4_kb_is_refused_at_deploy() {
+        let artifact = "a".repeat(64);
+        let fits = req(serde_json::json!([{
+            "name": "f", "artifact": artifact, "env": {"BIG": "x".repeat(4000)}
+        }]));
+        validate(&fits, &[], |_| true).unwrap();
+        let huge = req(serde_json::json!([{
+            "name": "f", "artifact": artifact, "env": {"BIG": "x".repeat(200_000)}
+        }]));
+        let e = validate(&huge, &[], |_| true).unwrap_err();
+        let msg = format!("{e:?}");
+        assert!(msg.contains("200003 bytes"), "{msg}");
+        assert!(msg.contains("at most 4096"), "{msg}");
+    }
+
+    #[test]
+    fn provisioned_instances_count_against_the_memory_budget() {
+        let artifact = "a".repeat(64);
+        let many = req(serde_json::json!([{
+            "name": "f", "artifact": artifact,
+            "limits": {"memory_bytes": 128 * 1024 * 1024, "provisioned_concurrency": 60, "max_concurrency": 100}
+        }]));
+        let e = check_reservations(&many, &[], 1024).unwrap_err();
+        assert!(format!("{e:?}").contains("7680 MiB"), "{e:?}");
+        let few = req(serde_json::json!([{
+            "name": "f", "artifact": artifact,
+            "limits": {"memory_bytes": 128 * 1024 * 1024, "provisioned_concurrency": 4}
+        }]));
+        check_reservations(&few, &[], 1024).unwrap();
+    }
 }

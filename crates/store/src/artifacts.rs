@@ -20,10 +20,23 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
 }
 
 impl ArtifactDir {
+    /// Opens (creating) the directories. Whatever `tmp/` holds is left over from a node
+    /// that stopped mid-write or mid-unpack (one node owns a data directory at a time),
+    /// and is removed.
     pub fn open(data_dir: &Path) -> Result<Self> {
         for sub in ["artifacts", "compiled", "code", "tmp"] {
             let p = data_dir.join(sub);
             fs::create_dir_all(&p).map_err(io(format!("creating {}", p.display())))?;
+        }
+        if let Ok(entries) = fs::read_dir(data_dir.join("tmp")) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+            }
         }
         Ok(ArtifactDir {
             root: data_dir.to_path_buf(),
@@ -132,6 +145,25 @@ fn bundle_error(message: String) -> StoreError {
     }
 }
 
+/// The most a code bundle may unpack to (Lambda's limit for unzipped code).
+pub const MAX_UNPACKED_BYTES: u64 = 250 * 1024 * 1024;
+/// The most entries (files, directories, links) a bundle may hold.
+pub const MAX_ENTRIES: u64 = 50_000;
+/// The deepest a path in a bundle may be.
+pub const MAX_DEPTH: usize = 64;
+
+/// An I/O error while unpacking: the node's own trouble (a full disk) is not the
+/// bundle's fault and says so.
+fn unpack_error(shown: &str, e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+        return StoreError::Io {
+            context: format!("unpacking `{shown}` of the code bundle: the node's disk is full"),
+            source: e,
+        };
+    }
+    bundle_error(format!("unpacking `{shown}`: {e}"))
+}
+
 fn unpack_into(bytes: &[u8], staging: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::create_dir_all(staging).map_err(io(format!("creating {}", staging.display())))?;
@@ -142,8 +174,22 @@ fn unpack_into(bytes: &[u8], staging: &Path) -> Result<()> {
     let entries = archive
         .entries()
         .map_err(|e| bundle_error(format!("not a gzipped tar: {e}")))?;
+    let (mut count, mut total) = (0u64, 0u64);
     for entry in entries {
         let mut entry = entry.map_err(|e| bundle_error(format!("reading an entry: {e}")))?;
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(bundle_error(format!(
+                "it holds more than {MAX_ENTRIES} files and directories"
+            )));
+        }
+        total = total.saturating_add(entry.header().size().unwrap_or(u64::MAX));
+        if total > MAX_UNPACKED_BYTES {
+            return Err(bundle_error(format!(
+                "it unpacks to more than {} MiB (the limit for a function's code, as on Lambda)",
+                MAX_UNPACKED_BYTES / (1024 * 1024)
+            )));
+        }
         let path = entry
             .path()
             .map_err(|e| bundle_error(format!("an entry has a bad path: {e}")))?
@@ -158,6 +204,12 @@ fn unpack_into(bytes: &[u8], staging: &Path) -> Result<()> {
                 "entry `{shown}` points outside the bundle"
             )));
         }
+        if path.components().count() > MAX_DEPTH {
+            return Err(bundle_error(format!(
+                "entry `{}…` is nested more than {MAX_DEPTH} levels deep",
+                shown.chars().take(80).collect::<String>()
+            )));
+        }
         use tar::EntryType::*;
         let kind = entry.header().entry_type();
         if !matches!(kind, Regular | Directory | Symlink | Continuous) {
@@ -168,7 +220,7 @@ fn unpack_into(bytes: &[u8], staging: &Path) -> Result<()> {
         let executable = entry.header().mode().unwrap_or(0o644) & 0o111 != 0;
         let unpacked = entry
             .unpack_in(staging)
-            .map_err(|e| bundle_error(format!("unpacking `{shown}`: {e}")))?;
+            .map_err(|e| unpack_error(&shown, e))?;
         if !unpacked {
             return Err(bundle_error(format!(
                 "entry `{shown}` points outside the bundle"
@@ -288,6 +340,67 @@ mod tests {
             .to_string();
         assert!(e.contains("not valid"), "{e}");
         assert!(!dir.code_dir("junk").exists());
+        assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    fn unpack_err(bytes: &[u8]) -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ArtifactDir::open(tmp.path()).unwrap();
+        let e = dir
+            .unpack_bundle(&ArtifactDir::sha256(bytes), bytes)
+            .unwrap_err()
+            .to_string();
+        // Nothing is left behind.
+        assert_eq!(fs::read_dir(tmp.path().join("code")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+        e
+    }
+
+    fn gz(raw: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(raw).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn bundles_that_unpack_too_big_too_many_or_too_deep_are_refused() {
+        // A header claiming 300 MiB is refused before any of it is written.
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big.bin").unwrap();
+        h.set_size(300 * 1024 * 1024);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let e = unpack_err(&gz(h.as_bytes()));
+        assert!(e.contains("more than 250 MiB"), "{e}");
+
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..=MAX_ENTRIES {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+            b.append_data(&mut h, format!("d{i}"), &[][..]).unwrap();
+        }
+        let e = unpack_err(&gz(&b.into_inner().unwrap()));
+        assert!(e.contains("more than 50000 files"), "{e}");
+
+        let deep = vec!["a"; MAX_DEPTH + 1].join("/");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &deep, &b"x"[..]).unwrap();
+        let e = unpack_err(&gz(&b.into_inner().unwrap()));
+        assert!(e.contains("nested more than 64 levels"), "{e}");
+    }
+
+    #[test]
+    fn leftovers_of_a_crashed_unpack_are_removed_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        ArtifactDir::open(tmp.path()).unwrap();
+        fs::create_dir_all(tmp.path().join("tmp/abc.1.2.unpack/x")).unwrap();
+        fs::write(tmp.path().join("tmp/f.wasm.1.2.tmp"), b"half").unwrap();
+        ArtifactDir::open(tmp.path()).unwrap();
         assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
     }
 }
