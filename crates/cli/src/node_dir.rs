@@ -25,6 +25,9 @@ pub struct NodeInfo {
     pub api: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<String>,
+    /// The region the node's S3 API signs for (`--region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 pub fn info_path(data_dir: &Path) -> PathBuf {
@@ -137,6 +140,7 @@ mod tests {
                 http: Some("http://127.0.0.1:8080".into()),
                 api: Some("http://127.0.0.1:8081".into()),
                 s3: Some("http://127.0.0.1:9000".into()),
+                region: None,
             })
             .unwrap();
         let err = DataDirLock::acquire_within(dir.path(), Duration::from_millis(100))

@@ -27,6 +27,18 @@ pub enum S3Command {
 impl S3 {
     pub async fn execute(self) -> Result<ExitCode> {
         let S3Command::Credentials { data_dir, json } = self.command;
+        let printed = credentials(&data_dir, json);
+        if printed.is_err() && !json {
+            // For `eval "$(wisp s3 credentials)"`: the eval fails too, instead of leaving
+            // the shell with whatever AWS credentials it had (pointing at real AWS).
+            println!("false");
+        }
+        printed
+    }
+}
+
+fn credentials(data_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    {
         let path = data_dir.join("s3-credentials");
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -37,8 +49,13 @@ impl S3 {
         })?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let node = crate::node_dir::read_info(data_dir);
         let endpoint = std::fs::read_to_string(data_dir.join("s3-endpoint"))
             .unwrap_or_else(|_| "http://127.0.0.1:9000".into());
+        // The node's S3 API accepts signatures for its own region only.
+        let region = node
+            .and_then(|n| n.region)
+            .unwrap_or_else(|| "us-east-1".into());
         let (id, secret) = (
             v["access_key_id"].as_str().unwrap_or(""),
             v["secret_access_key"].as_str().unwrap_or(""),
@@ -48,12 +65,13 @@ impl S3 {
                 "access_key_id": id,
                 "secret_access_key": secret,
                 "endpoint_url": endpoint,
+                "region": region,
             }))?;
         } else {
             println!("export AWS_ACCESS_KEY_ID={id}");
             println!("export AWS_SECRET_ACCESS_KEY={secret}");
             println!("export AWS_ENDPOINT_URL={endpoint}");
-            println!("export AWS_DEFAULT_REGION=${{AWS_DEFAULT_REGION:-us-east-1}}");
+            println!("export AWS_DEFAULT_REGION={region}");
         }
         Ok(ExitCode::SUCCESS)
     }
