@@ -29,6 +29,10 @@ async fn boto3_and_aws_cli_work_unchanged() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !importable {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and `{python} -c 'import boto3'` failed (.ci/run installs it)"
+        );
         println!(
             "skipped: `{python} -c 'import boto3'` failed; set WISP_BOTO3_PYTHON to a Python with boto3 (and awscli)"
         );

@@ -75,6 +75,8 @@ for algorithm in ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME"):
         s3.put_object(Bucket="boto", Key=f"sum/{algorithm}", Body=b"checksummed " * 1000,
                       ChecksumAlgorithm=algorithm)
     except botocore.exceptions.MissingDependencyException:
+        # CI installs awscrt: there the check must run.
+        check(os.environ.get("CI") != "true", f"{algorithm} needs awscrt (pip install awscrt)")
         print(f"skip - {algorithm} needs awscrt")
         continue
     got = s3.get_object(Bucket="boto", Key=f"sum/{algorithm}", ChecksumMode="ENABLED")

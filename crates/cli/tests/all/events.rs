@@ -369,6 +369,10 @@ pub fn boto3_python() -> Option<String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and {python} cannot import boto3 (.ci/run installs it; set WISP_BOTO3_PYTHON)"
+        );
         eprintln!("skipped: {python} cannot import boto3 (set WISP_BOTO3_PYTHON)");
     }
     ok.then_some(python)
