@@ -137,29 +137,25 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// `GET /metrics`: OpenMetrics for a scraper that asks for it in `Accept` (a Prometheus
+/// server does), else the Prometheus text format 0.0.4.
 async fn metrics(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
-    let mut text = state.invoker.metrics().encode();
-    if let Some(events) = &state.events {
-        // Read at scrape time from the event store, then put before the closing `# EOF`.
-        let extra = event_metrics(events).await;
-        match text.rfind("# EOF") {
-            Some(at) => text.insert_str(at, &extra),
-            None => text.push_str(&extra),
-        }
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    // Read at scrape time from the event store.
+    let extra = match &state.events {
+        Some(events) => event_metrics(events).await,
+        None => String::new(),
+    };
+    let (content_type, body) = state.invoker.metrics().exposition(accept, &extra);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 /// Queue depth, in-flight messages and oldest age per queue, and async invocations by
-/// state (pending, in flight, dead-lettered), in OpenMetrics text.
+/// state (pending, in flight, dead-lettered): gauge families with `# HELP` and `# TYPE`,
+/// written the same in OpenMetrics and the text format 0.0.4.
 async fn event_metrics(events: &wisp_events::EventStore) -> String {
     use std::fmt::Write as _;
     let mut depth = String::new();
@@ -196,12 +192,12 @@ async fn event_metrics(events: &wisp_events::EventStore) -> String {
             oldest,
         ),
     ] {
-        let _ = write!(out, "# TYPE {name} gauge\n# HELP {name} {help}\n{body}");
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{body}");
     }
     if let Ok((pending, running, dead)) = events.invocation_counts(None).await {
         let _ = write!(
             out,
-            "# TYPE wisp_async_events gauge\n# HELP wisp_async_events Asynchronous invocations by state (dead: in dead-letter queues).\nwisp_async_events{{state=\"pending\"}} {pending}\nwisp_async_events{{state=\"in_flight\"}} {running}\nwisp_async_events{{state=\"dead\"}} {dead}\n"
+            "# HELP wisp_async_events Asynchronous invocations by state (dead: in dead-letter queues).\n# TYPE wisp_async_events gauge\nwisp_async_events{{state=\"pending\"}} {pending}\nwisp_async_events{{state=\"in_flight\"}} {running}\nwisp_async_events{{state=\"dead\"}} {dead}\n"
         );
     }
     out

@@ -1,5 +1,6 @@
 //! Prometheus metrics of invocations, kept by the invoker and served by the API at
-//! `GET /metrics` in the text exposition format.
+//! `GET /metrics`: OpenMetrics text when the scraper asks for it (a Prometheus server
+//! does), else the Prometheus text format 0.0.4 (curl, `promtool check metrics`).
 //!
 //! Per-function handles are created once per registry build, so recording an invocation
 //! touches only atomics: no label hashing or allocation on the request path.
@@ -58,7 +59,52 @@ pub struct Metrics {
     concurrent: Family<FunctionLabel, Gauge>,
     throttles: Family<FunctionLabel, Counter>,
     process_rss: Gauge<f64, AtomicU64>,
-    process_cpu: Gauge<f64, AtomicU64>,
+    process_cpu: Counter<f64, AtomicU64>,
+}
+
+/// An exposition format of `GET /metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text: counter families named without `_total`, `# EOF` at the end.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4: `# HELP`/`# TYPE` name the samples themselves.
+    Text,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it accepts
+    /// `application/openmetrics-text` at least as much as `text/plain` (what a Prometheus
+    /// server sends), else the text format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(0.0);
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,7 +149,7 @@ impl Metrics {
         let concurrent = Family::<FunctionLabel, Gauge>::default();
         let throttles = Family::<FunctionLabel, Counter>::default();
         let process_rss = Gauge::<f64, AtomicU64>::default();
-        let process_cpu = Gauge::<f64, AtomicU64>::default();
+        let process_cpu = Counter::<f64, AtomicU64>::default();
         let process_start = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "wisp_invocations",
@@ -137,7 +183,7 @@ impl Metrics {
         );
         registry.register(
             "process_cpu_seconds",
-            "CPU time used by the node process (user + system)",
+            "CPU time used by the node process (user + system), in seconds",
             process_cpu.clone(),
         );
         registry.register(
@@ -193,18 +239,69 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric, with process metrics read now.
-    pub fn encode(&self) -> String {
+    /// `GET /metrics`: the content type and body in the format `accept` (the request's
+    /// `Accept` header) asks for; see [`Metrics::encode`].
+    pub fn exposition(&self, accept: Option<&str>, extra: &str) -> (&'static str, String) {
+        let format = Format::negotiate(accept);
+        (format.content_type(), self.encode(format, extra))
+    }
+
+    /// The exposition of every metric in `format`, with process metrics read now, and
+    /// `extra` (families of gauges, `# HELP`, `# TYPE` and samples, which read the same in
+    /// both formats) after them.
+    pub fn encode(&self, format: Format, extra: &str) -> String {
         if let Some((rss, cpu)) = process_stats() {
             self.process_rss.set(rss);
-            self.process_cpu.set(cpu);
+            // CPU time only grows; the maximum keeps the counter monotonic under
+            // concurrent scrapes (non-negative floats order as their bits do).
+            self.process_cpu
+                .inner()
+                .fetch_max(cpu.to_bits(), std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+        {
             tracing::error!("encoding metrics: {e}");
+        }
+        out.push_str(extra);
+        match format {
+            Format::OpenMetrics => out.push_str("# EOF\n"),
+            Format::Text => out = openmetrics_to_text(&out),
         }
         out
     }
+}
+
+/// OpenMetrics text (without `# EOF`) as the Prometheus text format 0.0.4: there a
+/// counter's `# HELP` and `# TYPE` name its samples (`x_total`), not the family (`x`), and
+/// `# UNIT` does not exist. Samples, labels and values are written the same in both.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            _ if line.starts_with("# UNIT ") || line == "# EOF" => continue,
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Resident bytes and CPU seconds of this process, from /proc (Linux).
@@ -240,7 +337,7 @@ mod tests {
         f.invocation(Trigger::Api, Outcome::Timeout).inc();
         f.duration.observe(0.002);
         f.throttles.inc();
-        let text = m.encode();
+        let text = m.encode(Format::OpenMetrics, "");
         assert!(
             text.contains(
                 r#"wisp_invocations_total{function="hello",trigger="http",outcome="success"} 2"#
@@ -254,7 +351,7 @@ mod tests {
         // Every trigger has its own label (queue and async runs were once counted as http).
         f.invocation(Trigger::Queue, Outcome::Success).inc();
         f.invocation(Trigger::Async, Outcome::Error).inc();
-        let text = m.encode();
+        let text = m.encode(Format::OpenMetrics, "");
         assert!(
             text.contains(
                 r#"wisp_invocations_total{function="hello",trigger="queue",outcome="success"} 1"#
@@ -269,5 +366,75 @@ mod tests {
         ));
         assert!(text.contains("wisp_invocation_duration_seconds_count{function=\"hello\"} 1"));
         assert!(text.contains("process_resident_memory_bytes"));
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_text_format_names_counter_samples_in_help_and_type() {
+        let m = Metrics::new();
+        m.function("hello")
+            .invocation(Trigger::Http, Outcome::Success)
+            .inc();
+        let extra = "# HELP wisp_x A gauge.\n# TYPE wisp_x gauge\nwisp_x{q=\"a\"} 1\n";
+        let om = m.encode(Format::OpenMetrics, extra);
+        assert!(om.contains("# TYPE wisp_invocations counter\n"), "{om}");
+        assert!(om.ends_with(&format!("{extra}# EOF\n")), "{om}");
+        let text = m.encode(Format::Text, extra);
+        for family in [
+            "wisp_invocations_total",
+            "wisp_cold_starts_total",
+            "wisp_throttles_total",
+            "process_cpu_seconds_total",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("# HELP {family} "))),
+                "{family}: {text}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l == format!("# TYPE {family} counter")),
+                "{family}: {text}"
+            );
+        }
+        assert!(text.contains("# TYPE wisp_invocation_duration_seconds histogram\n"));
+        assert!(text.contains("# TYPE process_resident_memory_bytes gauge\n"));
+        assert!(text.contains(
+            "\nwisp_invocations_total{function=\"hello\",trigger=\"http\",outcome=\"success\"} 1\n"
+        ));
+        assert!(text.ends_with(extra), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    }
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        use Format::*;
+        let prometheus_2 = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let prometheus_3 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+        let text_first =
+            "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5";
+        for (accept, want) in [
+            (Some(prometheus_2), OpenMetrics),
+            (Some(prometheus_3), OpenMetrics),
+            (Some("Application/OpenMetrics-Text"), OpenMetrics),
+            (Some(text_first), Text),
+            (Some("text/plain;version=0.0.4"), Text),
+            (Some("application/openmetrics-text;q=0"), Text),
+            (Some("*/*"), Text),
+            (None, Text),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
+        let (ct, body) = Metrics::new().exposition(Some(prometheus_2), "");
+        assert!(ct.starts_with("application/openmetrics-text; version=1.0.0"));
+        assert!(body.ends_with("# EOF\n"));
+        let (ct, body) = Metrics::new().exposition(None, "");
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(!body.contains("# EOF"));
     }
 }

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod conformance;
 mod deploy;
 mod errors;
 mod events;
