@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::ACCOUNT_ID;
-use crate::invocations::Claimed;
+use crate::invocations::{Claimed, EventId};
 use crate::queues::Message;
 
 /// `arn:aws:lambda:REGION:000000000000:function:NAME:$LATEST`
@@ -39,8 +39,36 @@ pub fn rfc3339_millis(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// The `Content-Type` of a CloudEvent sent in structured mode (the HTTP protocol binding):
+/// the whole event, in the JSON format, is the body. (SDKs compare it as a string: the npm
+/// `cloudevents` package knows `charset=utf-8`, not `charset=UTF-8`.)
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json; charset=utf-8";
+
+/// The `Content-Type` a payload is delivered to a WebAssembly function with: a CloudEvent
+/// in the JSON format (what the node makes for `s3:` and `schedule:` triggers) is an
+/// event in structured mode, [`CLOUDEVENTS_JSON`]; anything else `application/json`.
+pub fn http_content_type(payload: &[u8]) -> &'static str {
+    let object = payload.trim_ascii_start().first() == Some(&b'{');
+    // Only an object that names the spec version is parsed (and checked) as an event.
+    let named = payload.windows(13).any(|w| w == b"\"specversion\"");
+    if object && named && CloudEvent::from_json(payload).is_ok() {
+        CLOUDEVENTS_JSON
+    } else {
+        "application/json"
+    }
+}
+
+/// The W3C `traceparent` of the event `id` itself, for an event that no traced call
+/// enqueued (a schedule tick, an object change): the trace id is the event's UUID, the
+/// span id its last 16 hex digits. The event's invocations are spans under it (the
+/// invoker derives the same for an event stored without a `traceparent`).
+pub fn event_traceparent(id: EventId) -> String {
+    let hex = id.0.simple().to_string();
+    format!("00-{hex}-{}-01", &hex[16..])
+}
+
 /// A CloudEvents 1.0 event in the JSON event format, with the distributed-tracing
-/// extension's `traceparent`.
+/// extension (`traceparent`, `tracestate`): the trace context the event was produced in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CloudEvent {
     pub specversion: String,
@@ -60,9 +88,13 @@ pub struct CloudEvent {
     pub data_base64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 impl CloudEvent {
+    /// An event with the required attributes and `time` now (set it with
+    /// [`CloudEvent::with_time`] to when the occurrence happened).
     pub fn new(id: impl Into<String>, source: impl Into<String>, ty: impl Into<String>) -> Self {
         Self {
             specversion: "1.0".into(),
@@ -70,11 +102,12 @@ impl CloudEvent {
             source: source.into(),
             ty: ty.into(),
             subject: None,
-            time: None,
+            time: Some(rfc3339_millis(Timestamp::now())),
             datacontenttype: None,
             data: None,
             data_base64: None,
             traceparent: None,
+            tracestate: None,
         }
     }
 
@@ -90,6 +123,11 @@ impl CloudEvent {
 
     pub fn with_traceparent(mut self, tp: Option<String>) -> Self {
         self.traceparent = tp;
+        self
+    }
+
+    pub fn with_tracestate(mut self, ts: Option<String>) -> Self {
+        self.tracestate = ts.filter(|s| !s.is_empty());
         self
     }
 

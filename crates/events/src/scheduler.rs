@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::clock::{ms, ts};
-use crate::envelope::{CloudEvent, scheduled_event};
+use crate::envelope::{CloudEvent, event_traceparent, scheduled_event};
 use crate::error::Result;
 use crate::invocations::{EnqueueOptions, EventId, insert};
 use crate::schedule::Schedule;
@@ -96,16 +96,20 @@ impl EventStore {
             }
             // Always a fresh id: a fixed `options.id` would make every later tick a no-op.
             let id = EventId::new();
+            // The tick's trace: its invocations are spans under it, and a CloudEvent
+            // carries it (the distributed-tracing extension).
+            let traceparent = def.options.traceparent.clone().unwrap_or_else(|| event_traceparent(id));
             let payload = match def.payload {
                 TickPayload::ScheduledEvent => serde_json::to_vec(&scheduled_event(&id.to_string(), &def.name, tick, &ctx.config.region)),
                 TickPayload::CloudEvent => serde_json::to_vec(
                     &CloudEvent::new(id.to_string(), format!("/wisp/schedules/{}", def.name), "wisp.schedule.tick")
                         .with_time(tick)
+                        .with_traceparent(Some(traceparent.clone()))
                         .with_json(json!({ "schedule": def.name, "expression": def.schedule.expression(), "tick": tick.to_string() })),
                 ),
             }
             .unwrap_or_default();
-            let opts = EnqueueOptions { id: Some(id), ..def.options.clone() };
+            let opts = EnqueueOptions { id: Some(id), traceparent: Some(traceparent), ..def.options.clone() };
             insert(conn, ctx, ms(now), &def.function, &payload, &opts)?;
             Ok(Some(Fired { tick, event_id: id, catch_up: late }))
         })

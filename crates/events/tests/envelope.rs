@@ -5,8 +5,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use wisp_events::envelope::{
-    BatchResponse, CloudEvent, Condition, DestinationRecord, batch_outcome, parse_batch_response,
-    scheduled_event, sqs_event,
+    BatchResponse, CLOUDEVENTS_JSON, CloudEvent, Condition, DestinationRecord, batch_outcome,
+    event_traceparent, http_content_type, parse_batch_response, scheduled_event, sqs_event,
 };
 use wisp_events::{EventStore, ManualClock, MessageAttribute, StoreConfig};
 
@@ -208,10 +208,17 @@ fn cloudevents_json_format() {
     assert!(v.get("data").is_none());
     let text = CloudEvent::new("1", "/s", "t").with_data("text/plain; charset=utf-8", b"hi");
     assert_eq!(serde_json::to_value(&text).unwrap()["data"], "hi");
-    let minimal = serde_json::to_value(CloudEvent::new("1", "/s", "t")).unwrap();
+    let mut minimal = serde_json::to_value(CloudEvent::new("1", "/s", "t")).unwrap();
+    // Every event has a time: now, unless the occurrence's time is set.
+    let time = minimal["time"].take();
+    let time: Timestamp = time.as_str().unwrap().parse().unwrap();
+    assert!(
+        time.duration_until(Timestamp::now()).as_secs().abs() < 60,
+        "{time}"
+    );
     assert_eq!(
         minimal,
-        json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"})
+        json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "time": null})
     );
 
     assert!(
@@ -223,6 +230,59 @@ fn cloudevents_json_format() {
             .is_err()
     );
     assert!(CloudEvent::from_json(br#"{"specversion":"1.0","id":"1","source":"/s"}"#).is_err());
+}
+
+#[test]
+fn cloudevents_carry_the_trace_context_and_go_in_structured_mode() {
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let ev = CloudEvent::new("1", "/s", "t")
+        .with_traceparent(Some(tp.into()))
+        .with_tracestate(Some("congo=t61rcWkgMzE".into()))
+        .with_json(json!({"x": 1}));
+    let v: Value = serde_json::from_slice(&ev.to_json()).unwrap();
+    assert_eq!(v["traceparent"], tp);
+    assert_eq!(v["tracestate"], "congo=t61rcWkgMzE");
+    assert_eq!(CloudEvent::from_json(&ev.to_json()).unwrap(), ev);
+    let none = CloudEvent::new("1", "/s", "t").with_tracestate(Some(String::new()));
+    assert!(
+        serde_json::to_value(none)
+            .unwrap()
+            .get("tracestate")
+            .is_none()
+    );
+
+    // The HTTP binding's structured mode: the SDKs look for exactly this content type.
+    assert_eq!(
+        CLOUDEVENTS_JSON,
+        "application/cloudevents+json; charset=utf-8"
+    );
+    assert_eq!(http_content_type(&ev.to_json()), CLOUDEVENTS_JSON);
+    let spaced = format!("  \n{}", String::from_utf8(ev.to_json()).unwrap());
+    assert_eq!(http_content_type(spaced.as_bytes()), CLOUDEVENTS_JSON);
+    // Any other payload, even one that looks a little like an event, stays JSON.
+    for other in [
+        &br#"{"x": 1}"#[..],
+        br#"{"specversion": "0.3", "id": "1", "source": "/s", "type": "t"}"#,
+        br#"{"specversion": "1.0", "id": "1", "source": "/s"}"#,
+        br#"{"Records": [{"body": "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\"}"}]}"#,
+        br#"["specversion"]"#,
+        b"",
+        b"not json",
+    ] {
+        assert_eq!(
+            http_content_type(other),
+            "application/json",
+            "{}",
+            String::from_utf8_lossy(other)
+        );
+    }
+
+    // An event no traced call enqueued is its own trace: the id's UUID, its last 16 digits.
+    let id: wisp_events::EventId = "0190b6c4-5e2a-7c3d-9f00-a1b2c3d4e5f6".parse().unwrap();
+    assert_eq!(
+        event_traceparent(id),
+        "00-0190b6c45e2a7c3d9f00a1b2c3d4e5f6-9f00a1b2c3d4e5f6-01"
+    );
 }
 
 #[test]

@@ -170,6 +170,14 @@ async fn tick_payloads() {
     assert_eq!(v["source"], "/wisp/schedules/nightly");
     assert_eq!(v["time"], "2026-11-28T09:00:00.000Z");
     assert_eq!(v["data"]["tick"], "2026-11-28T09:00:00Z");
+    // The tick's own trace, in the event (distributed-tracing extension) and for its runs.
+    let tp = wisp_events::envelope::event_traceparent(second.event_id);
+    assert_eq!(v["traceparent"], tp.as_str());
+    assert_eq!(c.traceparent.as_deref(), Some(tp.as_str()));
+    assert_eq!(
+        wisp_events::envelope::http_content_type(&c.payload),
+        wisp_events::envelope::CLOUDEVENTS_JSON
+    );
 }
 
 #[tokio::test]

@@ -845,8 +845,10 @@ impl Invoker {
         let f = self
             .function(&name)
             .ok_or_else(|| unavailable("it is not deployed (any more)".into()))?;
+        // A CloudEvent (s3:, schedule:) goes in structured mode, as CloudEvents SDKs read it.
+        let content_type = wisp_events::envelope::http_content_type(&payload);
         let mut req = http::Request::post("http://localhost/")
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, content_type)
             .body(payload)
             .expect("a valid request");
         if let Some(tp) = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok()) {
