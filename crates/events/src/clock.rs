@@ -53,6 +53,12 @@ impl ManualClock {
     pub fn advance(&self, d: Duration) {
         self.now.send_modify(|t| *t = add(*t, d));
     }
+
+    /// How many sleeps are waiting on this clock now: a test can wait for a task to be
+    /// asleep before it moves the clock, instead of hoping a pause was long enough.
+    pub fn sleepers(&self) -> usize {
+        self.now.receiver_count()
+    }
 }
 
 impl Clock for ManualClock {

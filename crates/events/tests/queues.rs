@@ -295,18 +295,31 @@ async fn batch_window_collects_until_full_or_window_ends() {
         let (store, opts) = (store.clone(), opts.clone());
         tokio::spawn(async move { store.receive_batch("jobs", &opts).await.unwrap() })
     };
-    let settle = || tokio::time::sleep(Duration::from_millis(20));
-    settle().await;
+    // Waits (bounded, on real time) until the receiver holds `n` messages: then it has
+    // seen them, and the clock may move.
+    let taken = |n: u64| {
+        let store = store.clone();
+        async move {
+            for _ in 0..500 {
+                if store.stats("jobs").await.unwrap().in_flight == n {
+                    return;
+                }
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            panic!("the receiver never took {n} messages");
+        }
+    };
     assert!(
         !receiver.is_finished(),
         "returned with nothing in the queue"
     );
     send_n(&store, "jobs", 2).await; // first message starts the 10 s window
-    settle().await;
+    taken(2).await;
     assert!(!receiver.is_finished(), "returned before the window ended");
     clock.advance(Duration::from_secs(6));
     send_n(&store, "jobs", 1).await;
-    settle().await;
+    taken(3).await;
     assert!(!receiver.is_finished());
     clock.advance(Duration::from_secs(4));
     let batch = tokio::time::timeout(Duration::from_secs(5), receiver)
@@ -332,7 +345,13 @@ async fn batch_window_collects_until_full_or_window_ends() {
         let (store, opts) = (store.clone(), opts.clone());
         tokio::spawn(async move { store.receive_batch("jobs", &opts).await.unwrap() })
     };
-    settle().await;
+    for _ in 0..500 {
+        if clock.sleepers() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(clock.sleepers() > 0, "the long poll never went to sleep");
     clock.advance(Duration::from_secs(60));
     assert!(
         tokio::time::timeout(Duration::from_secs(5), waiting)

@@ -404,6 +404,16 @@ struct Stats {
     cpu_time: Option<Duration>,
 }
 
+/// A sandbox's id (its cgroup's name and its hostname, at most 64 bytes): unique on the
+/// host, also among several nodes (each with its own data directory), which share the
+/// cgroup hierarchy under their common parent.
+fn sandbox_id(function: &str, version: u32, seq: u64, node_pid: u32) -> String {
+    let tail = format!("-{version}-{seq}-n{node_pid}");
+    let keep = 64usize.saturating_sub(tail.len());
+    let head: String = function.chars().take(keep).collect();
+    format!("{head}{tail}")
+}
+
 /// What the pool asks of an instance's supervisor.
 enum Control {
     Stats(oneshot::Sender<Stats>),
@@ -767,7 +777,7 @@ impl NativePool {
             .interpreter(self.f.spec.runtime)
             .map_err(|m| FunctionError::new("Runtime.Unavailable", m))?;
         let seq = self.exec.seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{}-{seq}", self.f.name, self.f.version);
+        let id = sandbox_id(&self.f.name, self.f.version, seq, std::process::id());
         let spec = self.sandbox_spec(&id, &interp);
         let spawned = Instant::now();
         let mut sandbox = self.exec.sandboxes.spawn(spec).await.map_err(|e| {
@@ -1111,6 +1121,16 @@ pub fn report_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sandbox_ids_name_the_node_and_fit_a_hostname() {
+        assert_eq!(sandbox_id("hello", 3, 7, 4242), "hello-3-7-n4242");
+        // Two nodes running the same function get different ids.
+        assert_ne!(sandbox_id("f", 1, 0, 1), sandbox_id("f", 1, 0, 2));
+        let long = sandbox_id(&"x".repeat(64), 4_000_000_000, u64::MAX, u32::MAX);
+        assert!(long.len() <= 64, "{long}");
+        assert!(long.ends_with(&format!("-{}-n{}", u64::MAX, u32::MAX)));
+    }
 
     #[test]
     fn s3_access_gives_the_sdk_variables_and_hides_the_secret_from_debug() {

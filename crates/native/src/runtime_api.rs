@@ -621,10 +621,14 @@ mod http_tests {
         assert!(e.message.contains("Unable to import"));
 
         let answer = api.dispatch("req-2", "{}").await;
-        let client = api.client.clone();
-        let base = api.base.clone();
-        tokio::spawn(async move { client.get(format!("{base}/invocation/next")).send().await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The invocation is queued: `next` hands it over at once.
+        let next = api
+            .client
+            .get(format!("{}/invocation/next", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next.status(), 200);
         let r = api
             .client
             .post(format!("{}/invocation/req-2/error", api.base))
@@ -647,10 +651,14 @@ mod http_tests {
 
         // A response over 6 MB: 413 to the runtime, an error to the caller.
         let answer = api.dispatch("req-3", "{}").await;
-        let client = api.client.clone();
-        let base = api.base.clone();
-        tokio::spawn(async move { client.get(format!("{base}/invocation/next")).send().await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The invocation is queued: `next` hands it over at once.
+        let next = api
+            .client
+            .get(format!("{}/invocation/next", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next.status(), 200);
         let r = api
             .post("invocation/req-3/response", vec![b'x'; MAX_PAYLOAD + 1])
             .await;
@@ -670,10 +678,14 @@ mod http_tests {
     async fn streamed_responses_and_their_error_trailers() {
         let api = start().await;
         let answer = api.dispatch("s-1", "{}").await;
-        let client = api.client.clone();
-        let base = api.base.clone();
-        tokio::spawn(async move { client.get(format!("{base}/invocation/next")).send().await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The invocation is queued: `next` hands it over at once.
+        let next = api
+            .client
+            .get(format!("{}/invocation/next", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next.status(), 200);
         // Chunked, in several pieces.
         let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
             Ok(Bytes::from_static(

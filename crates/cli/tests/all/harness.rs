@@ -371,6 +371,21 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
+/// Waits (bounded) until `function` has an invocation running on `node`, from the
+/// node's own `wisp_concurrent_executions` gauge.
+pub fn wait_running(node: &Node, function: &str) {
+    wait_until(
+        &format!("an invocation of {function} to be running"),
+        Duration::from_secs(30),
+        || {
+            let m = crate::metrics::scrape(node);
+            (crate::metrics::value(&m, "wisp_concurrent_executions", &[("function", function)])
+                >= 1.0)
+                .then_some(())
+        },
+    );
+}
+
 pub fn ps() -> String {
     String::from_utf8_lossy(
         &std::process::Command::new("ps")

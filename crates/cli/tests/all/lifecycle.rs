@@ -72,7 +72,7 @@ fn sigterm_lets_in_flight_requests_finish() {
         let r = client().get(url).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
     });
-    std::thread::sleep(Duration::from_millis(400));
+    wait_running(&node, "slow");
     let status = node.terminate();
     assert!(status.success(), "{status}");
     let (code, body) = inflight.join().unwrap();
