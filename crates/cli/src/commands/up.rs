@@ -69,7 +69,8 @@ pub struct Up {
     /// its idle times, kept across restarts), `fixed:10m`, or a duration (fixed).
     #[arg(long, default_value = "adaptive", value_parser = parse_keep_alive)]
     pub native_keep_alive: wisp_scaling::Policy,
-    /// `AWS_REGION` as native functions see it.
+    /// `AWS_REGION` as native functions see it, and the one region the S3 API accepts
+    /// signatures for (`wisp s3 credentials` prints it).
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
     /// Node log format on stderr.
@@ -328,23 +329,29 @@ fn route_object_event(
             continue;
         }
         let record = wisp_objects::s3_notification_record(ev, region);
+        let mut opts = wisp_invoker::event_options(&f.spec);
         let payload = if f.spec.native.is_some() {
             serde_json::to_vec(&serde_json::json!({ "Records": [record] })).unwrap_or_default()
         } else {
-            wisp_events::envelope::CloudEvent::new(
+            // The event's own trace, in the CloudEvent and for its invocations alike.
+            let id = wisp_events::EventId::new();
+            let traceparent = wisp_events::envelope::event_traceparent(id);
+            (opts.id, opts.traceparent) = (Some(id), Some(traceparent.clone()));
+            let time = wisp_events::Timestamp::from_nanosecond(ev.time.unix_timestamp_nanos());
+            let mut ce = wisp_events::envelope::CloudEvent::new(
                 ev.sequencer.clone(),
                 format!("wisp:s3:{}", ev.bucket),
                 format!("wisp.s3.{}", ev.kind.event_name()),
-            )
-            .with_subject(ev.key.clone())
-            .with_json(record)
-            .to_json()
+            );
+            if let Ok(t) = time {
+                ce = ce.with_time(t);
+            }
+            ce.with_subject(ev.key.clone())
+                .with_traceparent(Some(traceparent))
+                .with_json(record)
+                .to_json()
         };
-        out.push((
-            f.name.to_string(),
-            payload,
-            wisp_invoker::event_options(&f.spec),
-        ));
+        out.push((f.name.to_string(), payload, opts));
     }
     out
 }
@@ -821,6 +828,7 @@ impl Up {
             http: Some(format!("http://{}", reachable(http_addr))),
             api: Some(format!("http://{}", reachable(api_addr))),
             s3: Some(s3_endpoint.clone()),
+            region: Some(self.region.clone()),
         })?;
         println!("wisp: functions on http://{http_addr}");
         println!(
