@@ -21,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, delete, get, head, post, put};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use wisp_invoker::Invoker;
@@ -29,34 +29,66 @@ use wisp_invoker::Invoker;
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../openapi.yaml");
 
-/// Every route of the API as (method, OpenAPI path); a test checks the OpenAPI file
-/// documents exactly these.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/v1/health"),
-    ("get", "/v1/openapi.yaml"),
-    ("head", "/v1/artifacts/{sha256}"),
-    ("put", "/v1/artifacts/{sha256}"),
-    ("post", "/v1/deploy"),
-    ("get", "/v1/functions"),
-    ("get", "/v1/functions/{name}"),
-    ("delete", "/v1/functions/{name}"),
-    ("get", "/v1/functions/{name}/versions"),
-    ("post", "/v1/functions/{name}/rollback"),
-    ("post", "/v1/functions/{name}/invoke"),
-    ("post", "/v1/functions/{name}/scale"),
-    ("get", "/v1/functions/{name}/dlq"),
-    ("post", "/v1/functions/{name}/dlq/redrive"),
-    ("get", "/v1/events/{id}"),
-    ("get", "/v1/queues"),
-    ("post", "/v1/queues"),
-    ("post", "/v1/queues/{name}/messages"),
-    ("post", "/v1/queues/{name}/receive"),
-    ("get", "/v1/logs"),
-    ("get", "/metrics"),
-    ("get", "/v1/usage"),
-    ("get", "/v1/cost"),
-    ("get", "/v1/traces/{id}"),
-];
+/// Every route of the API as (method, OpenAPI path), read from the same table the router
+/// is built from: the OpenAPI test and the token test cover exactly what is served.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    PUBLIC
+        .iter()
+        .map(|(m, p)| (*m, *p))
+        .chain(protected_routes().into_iter().map(|(m, p, _)| (m, p)))
+        .collect()
+}
+
+/// The routes served without a token.
+const PUBLIC: &[(&str, &str)] = &[("get", "/v1/health"), ("get", "/v1/openapi.yaml")];
+
+/// The routes that need the token: (method, path, handler).
+fn protected_routes() -> Vec<(&'static str, &'static str, MethodRouter<ApiState>)> {
+    vec![
+        (
+            "head",
+            "/v1/artifacts/{sha256}",
+            head(deploy::head_artifact),
+        ),
+        ("put", "/v1/artifacts/{sha256}", put(deploy::put_artifact)),
+        ("post", "/v1/deploy", post(deploy::deploy)),
+        ("get", "/v1/functions", get(functions::list)),
+        ("get", "/v1/functions/{name}", get(functions::get_one)),
+        ("delete", "/v1/functions/{name}", delete(functions::remove)),
+        (
+            "get",
+            "/v1/functions/{name}/versions",
+            get(functions::versions),
+        ),
+        (
+            "post",
+            "/v1/functions/{name}/rollback",
+            post(functions::rollback),
+        ),
+        (
+            "post",
+            "/v1/functions/{name}/invoke",
+            post(functions::invoke),
+        ),
+        ("post", "/v1/functions/{name}/scale", post(functions::scale)),
+        ("get", "/v1/functions/{name}/dlq", get(functions::dlq)),
+        (
+            "post",
+            "/v1/functions/{name}/dlq/redrive",
+            post(functions::redrive),
+        ),
+        ("get", "/v1/events/{id}", get(functions::event)),
+        ("get", "/v1/queues", get(queues::list)),
+        ("post", "/v1/queues", post(queues::create)),
+        ("post", "/v1/queues/{name}/messages", post(queues::send)),
+        ("post", "/v1/queues/{name}/receive", post(queues::receive)),
+        ("get", "/v1/logs", get(logs::logs)),
+        ("get", "/metrics", get(metrics)),
+        ("get", "/v1/usage", get(usage::usage)),
+        ("get", "/v1/cost", get(usage::cost)),
+        ("get", "/v1/traces/{id}", get(traces::trace)),
+    ]
+}
 
 /// Largest component upload accepted.
 pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
@@ -97,32 +129,12 @@ impl ApiState {
 
 /// The API router.
 pub fn app(state: ApiState) -> Router {
-    let protected = Router::new()
-        .route(
-            "/v1/artifacts/{sha256}",
-            put(deploy::put_artifact).head(deploy::head_artifact),
-        )
-        .route("/v1/deploy", post(deploy::deploy))
-        .route("/v1/functions", get(functions::list))
-        .route(
-            "/v1/functions/{name}",
-            get(functions::get_one).delete(functions::remove),
-        )
-        .route("/v1/functions/{name}/versions", get(functions::versions))
-        .route("/v1/functions/{name}/rollback", post(functions::rollback))
-        .route("/v1/functions/{name}/invoke", post(functions::invoke))
-        .route("/v1/functions/{name}/scale", post(functions::scale))
-        .route("/v1/functions/{name}/dlq", get(functions::dlq))
-        .route("/v1/functions/{name}/dlq/redrive", post(functions::redrive))
-        .route("/v1/events/{id}", get(functions::event))
-        .route("/v1/queues", get(queues::list).post(queues::create))
-        .route("/v1/queues/{name}/messages", post(queues::send))
-        .route("/v1/queues/{name}/receive", post(queues::receive))
-        .route("/v1/logs", get(logs::logs))
-        .route("/metrics", get(metrics))
-        .route("/v1/usage", get(usage::usage))
-        .route("/v1/cost", get(usage::cost))
-        .route("/v1/traces/{id}", get(traces::trace))
+    // Routes of the same path merge their methods.
+    let protected = protected_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (_, path, handler)| {
+            r.route(path, handler)
+        })
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

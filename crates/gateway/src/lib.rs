@@ -206,7 +206,9 @@ where
         return error_response(
             StatusCode::UNAUTHORIZED,
             request_id,
-            public_detail(options, "webhook signature check failed", &why),
+            // What was wrong with the request (a missing header, a stale timestamp) is
+            // the sender's to know; it never includes the secret or the expected value.
+            format!("webhook signature check failed: {why}"),
         );
     }
     // `X-Amz-Invocation-Type: Event` (as API Gateway's asynchronous Lambda integration):

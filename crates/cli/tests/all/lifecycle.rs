@@ -1,7 +1,7 @@
 use crate::harness::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 fn compiled_files(data_dir: &Path) -> BTreeMap<String, SystemTime> {
     let mut out = BTreeMap::new();
