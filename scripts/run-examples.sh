@@ -20,4 +20,6 @@ fi
 echo "building wisp (release; the first build takes a few minutes)" >&2
 cargo build --release -p wisp-cli
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+echo "wisp is $target_dir/release/wisp; in another terminal, to use it:" >&2
+echo "  cd $PWD && export PATH=\"$target_dir/release:\$PATH\"" >&2
 exec "$target_dir/release/wisp" up --deploy examples/hello --deploy examples/rest-api --deploy examples/lambda --deploy examples/daily-report --deploy examples/thumbnails "$@"

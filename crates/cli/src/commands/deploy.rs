@@ -84,7 +84,9 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
                 (bytes, "application/gzip")
             }
             None => {
-                progress(format!("{}: building from {}", f.name, f.source));
+                let prebuilt = f.source.path().extension().is_some_and(|e| e == "wasm");
+                let verb = if prebuilt { "reading" } else { "building from" };
+                progress(format!("{}: {verb} {}", f.name, f.source));
                 let wasm = tokio::task::spawn_blocking(move || component_bytes(&name, &source))
                     .await
                     .context("build task")??;
