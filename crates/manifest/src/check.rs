@@ -514,6 +514,27 @@ impl<'a> Checker<'a> {
             Some((lk, lv)) => self.limits(&join(path, "limits"), lk, lv)?,
             None => Limits::default(),
         };
+        let scaling_set = match fields.get("limits") {
+            Some((
+                _,
+                Node {
+                    kind: Kind::Map(entries),
+                    ..
+                },
+            )) => {
+                let has = |n: &str| {
+                    entries
+                        .iter()
+                        .any(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == n))
+                };
+                crate::ScalingSet {
+                    max_concurrency: has("max_concurrency"),
+                    reserved_concurrency: has("reserved_concurrency"),
+                    provisioned_concurrency: has("provisioned_concurrency"),
+                }
+            }
+            _ => crate::ScalingSet::default(),
+        };
         let instance_reuse = self.flag(path, "instance_reuse", &fields)?;
         if instance_reuse && native.is_some() {
             let (rk, _) = fields.get("instance_reuse").expect("flag was set");
@@ -559,6 +580,7 @@ impl<'a> Checker<'a> {
             routes,
             env,
             limits,
+            scaling_set,
             instance_reuse,
             outbound,
             line: k.pos.line,

@@ -69,6 +69,9 @@ pub struct FunctionManifest {
     pub env: BTreeMap<String, String>,
     /// The function's limits, with [`wisp_core::Limits::default`] for those not given.
     pub limits: wisp_core::Limits,
+    /// Which scaling limits the manifest sets itself: those it leaves out keep what
+    /// `wisp scale` set on the deployed function.
+    pub scaling_set: ScalingSet,
     /// `instance_reuse: true`: an instance serves requests one after another instead of a
     /// fresh instance per request (the default).
     pub instance_reuse: bool,
@@ -86,6 +89,15 @@ pub struct FunctionManifest {
     pub outbound: Vec<wisp_core::HostService>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
+}
+
+/// Which of `max_concurrency`, `reserved_concurrency` and `provisioned_concurrency` a
+/// function's `limits:` gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScalingSet {
+    pub max_concurrency: bool,
+    pub reserved_concurrency: bool,
+    pub provisioned_concurrency: bool,
 }
 
 /// Where a function's code comes from. The path is absolute, or joined onto the manifest's

@@ -67,6 +67,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
     let path = manifest_path(manifest);
     let manifest = wisp_manifest::load(&path).map_err(anyhow::Error::msg)?;
     let mut specs = Vec::new();
+    let mut previous = std::collections::HashMap::new();
     for f in &manifest.functions {
         let name = f.name.to_string();
         let source = f.source.clone();
@@ -127,13 +128,31 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
                 .await
                 .with_context(|| format!("function `{}` ({})", f.name, f.source))?;
         }
+        // The function as deployed now, to keep what `wisp scale` set and to say what
+        // this deploy changes.
+        let deployed: Option<serde_json::Value> =
+            client.get(&format!("/v1/functions/{}", f.name)).await.ok();
+        let mut limits = f.limits;
+        if let Some(d) = deployed.as_ref().map(|d| &d["limits"]) {
+            let kept = keep_scaling(&mut limits, f.scaling_set, d);
+            if !kept.is_empty() {
+                progress(format!(
+                    "{}: keeps {} (set by `wisp scale`; give them under `limits:` to change them)",
+                    f.name,
+                    kept.join(", ")
+                ));
+            }
+        }
+        if let Some(d) = &deployed {
+            previous.insert(f.name.to_string(), d.clone());
+        }
         specs.push(FunctionSpec {
             name: f.name.clone(),
             artifact: sha256,
             native: f.native.clone(),
             routes: f.routes.clone(),
             env: f.env.clone(),
-            limits: f.limits,
+            limits,
             instance_reuse: f.instance_reuse,
             webhook: f.webhook.clone(),
             schedules: f.schedules.clone(),
@@ -157,7 +176,23 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
     for c in &result.changes {
         let f = c["function"].as_str().unwrap_or("?");
         match c["action"].as_str() {
-            Some("created") => progress(format!("{f}: version {} is live", c["version"])),
+            Some("created") => {
+                let changed = specs
+                    .iter()
+                    .find(|s| s.name.as_str() == f)
+                    .zip(previous.get(f))
+                    .map(|(spec, old)| what_changed(old, spec))
+                    .unwrap_or_default();
+                if changed.is_empty() {
+                    progress(format!("{f}: version {} is live", c["version"]));
+                } else {
+                    progress(format!(
+                        "{f}: version {} is live (changed: {})",
+                        c["version"],
+                        changed.join(", ")
+                    ));
+                }
+            }
             Some("unchanged") => progress(format!("{f}: unchanged (version {})", c["version"])),
             Some("removed") => progress(format!("{f}: removed (no longer in the manifest)")),
             _ => progress(format!("{f}: {c}")),
@@ -169,4 +204,98 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
         started.elapsed().as_secs_f64()
     ));
     Ok(result)
+}
+
+/// Takes the scaling limits the manifest leaves out from the deployed function's
+/// `limits` (what `wisp scale` set), so a deploy does not undo them. Returns what it kept
+/// that differs from the defaults, as `name value`.
+fn keep_scaling(
+    limits: &mut wisp_core::Limits,
+    set: wisp_manifest::ScalingSet,
+    deployed: &serde_json::Value,
+) -> Vec<String> {
+    let defaults = wisp_core::Limits::default();
+    let mut kept = Vec::new();
+    let get = |k: &str| deployed.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+    for (name, is_set, slot, default) in [
+        (
+            "max_concurrency",
+            set.max_concurrency,
+            &mut limits.max_concurrency,
+            defaults.max_concurrency,
+        ),
+        (
+            "reserved_concurrency",
+            set.reserved_concurrency,
+            &mut limits.reserved_concurrency,
+            defaults.reserved_concurrency,
+        ),
+        (
+            "provisioned_concurrency",
+            set.provisioned_concurrency,
+            &mut limits.provisioned_concurrency,
+            defaults.provisioned_concurrency,
+        ),
+    ] {
+        if is_set {
+            continue;
+        }
+        if let Some(v) = get(name) {
+            *slot = v;
+            if v != default {
+                kept.push(format!("{name} {v}"));
+            }
+        }
+    }
+    kept
+}
+
+/// What a new version changes against the deployed function (`GET /v1/functions/NAME`).
+fn what_changed(old: &serde_json::Value, new: &FunctionSpec) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old["artifact"].as_str() != Some(new.artifact.as_str()) {
+        changed.push("code");
+    }
+    if old["routes"] != serde_json::to_value(&new.routes).unwrap_or_default() {
+        changed.push("routes");
+    }
+    if old["limits"] != serde_json::to_value(new.limits).unwrap_or_default() {
+        changed.push("limits");
+    }
+    let names: Vec<&String> = new.env.keys().collect();
+    if old["env"] != serde_json::to_value(names).unwrap_or_default() {
+        changed.push("env names");
+    }
+    if changed.is_empty() {
+        // The API shows env names only: a changed value (or trigger) lands here.
+        changed.push("env values or triggers");
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deploy_keeps_scaling_the_manifest_does_not_set() {
+        let deployed = serde_json::json!({"max_concurrency": 50, "reserved_concurrency": 0, "provisioned_concurrency": 2});
+        let mut limits = wisp_core::Limits::default();
+        let kept = keep_scaling(&mut limits, wisp_manifest::ScalingSet::default(), &deployed);
+        assert_eq!(limits.max_concurrency, 50);
+        assert_eq!(limits.provisioned_concurrency, 2);
+        assert_eq!(kept, ["max_concurrency 50", "provisioned_concurrency 2"]);
+        // What the manifest sets wins.
+        let mut limits = wisp_core::Limits {
+            max_concurrency: 7,
+            ..Default::default()
+        };
+        let set = wisp_manifest::ScalingSet {
+            max_concurrency: true,
+            ..Default::default()
+        };
+        let kept = keep_scaling(&mut limits, set, &deployed);
+        assert_eq!(limits.max_concurrency, 7);
+        assert_eq!(kept, ["provisioned_concurrency 2"]);
+    }
 }

@@ -531,3 +531,54 @@ functions:
     // The HTTP call is depth 0, its async descendants 1 to 15; the 16th is stopped.
     assert_eq!(ran, 16.0, "{ran} invocations ran");
 }
+
+#[test]
+fn a_deploy_keeps_what_wisp_scale_set_and_says_what_it_changed() {
+    let node = Node::start();
+    let yaml = |v: &str| {
+        format!(
+            "app: s\nfunctions:\n  echo:\n    source: {}\n    routes: [GET /e]\n    env:\n      V: \"{v}\"\n",
+            src("echo")
+        )
+    };
+    let m = manifest(&yaml("1"));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    node.wisp_ok(&["scale", "echo", "--max", "50", "--provisioned", "2"]);
+    let out = node.wisp(&["deploy", &arg(&m)]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keeps max_concurrency 50, provisioned_concurrency 2"),
+        "{err}"
+    );
+    // Nothing changed, so no new version (wisp scale made version 2).
+    assert!(err.contains("echo: unchanged (version 2)"), "{err}");
+    let f: Value = serde_json::from_str(&node.wisp_ok(&["ls", "--json"])).unwrap();
+    let echo = f
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "echo")
+        .unwrap()
+        .clone();
+    let info: Value = serde_json::from_str(
+        &client()
+            .get(format!("{}/v1/functions/echo", node.api))
+            .bearer_auth(node.token())
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(info["limits"]["max_concurrency"], 50, "{echo} {info}");
+    assert_eq!(info["limits"]["provisioned_concurrency"], 2, "{info}");
+    // A change says what it changed.
+    let m = manifest(&yaml("2"));
+    let out = node.wisp(&["deploy", &arg(&m)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version 3 is live (changed: env values or triggers)"),
+        "{err}"
+    );
+}
