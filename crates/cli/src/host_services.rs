@@ -64,6 +64,14 @@ impl HostService for Objects {
                 .get::<Caller>()
                 .map(|c| c.0.clone())
                 .unwrap_or_default();
+            let scope = parts
+                .extensions
+                .get::<wisp_executor::BucketScope>()
+                .cloned()
+                .unwrap_or_default();
+            if let Err(why) = in_scope(&scope.0, parts.uri.path()) {
+                return s3_access_denied(&why);
+            }
             parts
                 .extensions
                 .insert(wisp_objects::TrustedPrincipal(format!("function:{caller}")));
@@ -74,6 +82,45 @@ impl HostService for Objects {
             }
         })
     }
+}
+
+/// Whether a path-style S3 request (`/BUCKET/KEY`) stays within the buckets a function's
+/// grant names (`outbound: [{objects: [...]}]`; empty: all). Listing the buckets is
+/// outside any such scope: it would show the others' names.
+fn in_scope(buckets: &[String], path: &str) -> Result<(), String> {
+    if buckets.is_empty() {
+        return Ok(());
+    }
+    let bucket = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let bucket = percent_encoding::percent_decode_str(bucket).decode_utf8_lossy();
+    if bucket.is_empty() {
+        return Err("listing buckets is not granted: the function may use only its buckets".into());
+    }
+    if buckets.iter().any(|b| *b == bucket) {
+        Ok(())
+    } else {
+        Err(format!(
+            "bucket `{bucket}` is not granted to this function (its manifest grants {})",
+            buckets.join(", ")
+        ))
+    }
+}
+
+/// S3's AccessDenied, as the S3 API answers it.
+fn s3_access_denied(why: &str) -> http::Response<Bytes> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>{}</Message></Error>",
+        why.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    );
+    let mut r = http::Response::new(Bytes::from(body));
+    *r.status_mut() = http::StatusCode::FORBIDDEN;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    r
 }
 
 /// `http://self/PATH`: the function gateway, exactly as a client reaching it.
@@ -94,5 +141,22 @@ impl HostService for Gateway {
             let resp = wisp_gateway::handle_with(&invoker, req, options).await;
             collect(resp).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_scope;
+
+    #[test]
+    fn a_bucket_scope_allows_only_its_buckets() {
+        let scope = vec!["photos".to_string()];
+        assert!(in_scope(&[], "/anything/x").is_ok());
+        assert!(in_scope(&[], "/").is_ok());
+        assert!(in_scope(&scope, "/photos/a/b.jpg").is_ok());
+        assert!(in_scope(&scope, "/photos").is_ok());
+        assert!(in_scope(&scope, "/other/a").is_err());
+        assert!(in_scope(&scope, "/").is_err());
+        assert!(in_scope(&scope, "/photos2/x").is_err());
     }
 }

@@ -65,6 +65,10 @@ pub struct FunctionSpec {
     /// outbound requests are denied).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound: Vec<HostService>,
+    /// The buckets the `objects` grant reaches (`outbound: [{objects: [a, b]}]`); empty:
+    /// every bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_buckets: Vec<String>,
 }
 
 /// A node service a WebAssembly function reaches by a virtual host name in outbound HTTP,

@@ -84,7 +84,14 @@ pub struct Outbound {
     pub max_body: usize,
     /// The calling function, put in each request's extensions as [`Caller`].
     pub caller: String,
+    /// The buckets its objects grant reaches (empty: all), put in each request's
+    /// extensions as [`BucketScope`].
+    pub buckets: Vec<String>,
 }
+
+/// The buckets a host-service request may touch (empty: any), from the caller's grant.
+#[derive(Debug, Clone, Default)]
+pub struct BucketScope(pub Vec<String>);
 
 /// The function a host-service request comes from (a request extension, which the
 /// function cannot set or forge).
@@ -133,6 +140,7 @@ impl WasiHttpHooks for Outbound {
         let traceparent = self.traceparent.clone();
         let max_body = self.max_body;
         let caller = Caller(self.caller.clone());
+        let scope = BucketScope(self.buckets.clone());
         Box::new(async move {
             let (mut parts, body) = request.into_parts();
             let body = http_body_util::Limited::new(body, max_body)
@@ -152,6 +160,7 @@ impl WasiHttpHooks for Outbound {
                 parts.headers.insert("traceparent", tp);
             }
             parts.extensions.insert(caller);
+            parts.extensions.insert(scope);
             let response = service.call(http::Request::from_parts(parts, body)).await;
             let response = response.map(|b| {
                 http_body_util::Full::new(b)

@@ -20,4 +20,4 @@ pub use engine::{
     CompileError, Executor, ExecutorConfig, ExecutorError, InvocationContext, InvocationResult,
     LoadedComponent, WarmPool,
 };
-pub use host::{Caller, HostService, Outbound};
+pub use host::{BucketScope, Caller, HostService, Outbound};

@@ -728,6 +728,7 @@ impl Invoker {
             traceparent: http::HeaderValue::from_str(&span.traceparent().header_value()).ok(),
             max_body: OUTBOUND_MAX_BODY,
             caller: f.name.to_string(),
+            buckets: f.spec.object_buckets.clone(),
         }
     }
 

@@ -544,9 +544,9 @@ impl<'a> Checker<'a> {
                 "`instance_reuse` is for WebAssembly functions: a native function's instance always serves one request after another (remove the line)",
             ));
         }
-        let outbound = match fields.get("outbound") {
+        let (outbound, object_buckets) = match fields.get("outbound") {
             Some((ok, ov)) => self.outbound(&join(path, "outbound"), ok, ov, native.is_some())?,
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         let webhook = match fields.get("webhook") {
             Some((wk, wv)) => Some(self.webhook(&join(path, "webhook"), wk, wv, &env)?),
@@ -583,6 +583,7 @@ impl<'a> Checker<'a> {
             scaling_set,
             instance_reuse,
             outbound,
+            object_buckets,
             line: k.pos.line,
         })
     }
@@ -595,7 +596,7 @@ impl<'a> Checker<'a> {
         k: &Node,
         v: &Node,
         native: bool,
-    ) -> Result<Vec<wisp_core::HostService>> {
+    ) -> Result<(Vec<wisp_core::HostService>, Vec<String>)> {
         if native {
             return Err(self.err(
                 k.pos,
@@ -615,7 +616,57 @@ impl<'a> Checker<'a> {
             _ => vec![v],
         };
         let mut out = Vec::new();
+        let mut buckets: Vec<String> = Vec::new();
         for item in items {
+            // `{objects: [bucket, ...]}`: the objects grant, for these buckets only.
+            if let Kind::Map(entries) = &item.kind
+                && let [(mk, mv)] = entries.as_slice()
+                && matches!(&mk.kind, Kind::Str(s) if s.trim() == "objects")
+            {
+                let names: Vec<&Node> = match &mv.kind {
+                    Kind::Seq(v) => v.iter().collect(),
+                    _ => vec![mv],
+                };
+                for n in names {
+                    let Kind::Str(b) = &n.kind else {
+                        return Err(self.err(
+                            n.pos,
+                            path,
+                            format!(
+                                "`objects:` lists bucket names, not {}: e.g. `outbound: [{{objects: [photos, thumbnails]}}]`",
+                                n.describe()
+                            ),
+                        ));
+                    };
+                    let b = b.trim().to_string();
+                    if b.is_empty()
+                        || b.len() > 63
+                        || !b.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                        })
+                    {
+                        return Err(self.err(
+                            n.pos,
+                            path,
+                            format!("`{b}` is not a bucket name: use 3 to 63 lowercase letters, digits, `-` and `.`"),
+                        ));
+                    }
+                    if !buckets.contains(&b) {
+                        buckets.push(b);
+                    }
+                }
+                if buckets.is_empty() {
+                    return Err(self.err(
+                        mv.pos,
+                        path,
+                        "`objects:` needs at least one bucket; write `objects` alone to grant every bucket",
+                    ));
+                }
+                if !out.contains(&wisp_core::HostService::Objects) {
+                    out.push(wisp_core::HostService::Objects);
+                }
+                continue;
+            }
             let Kind::Str(s) = &item.kind else {
                 return Err(self.err(
                     at(k, item),
@@ -646,7 +697,8 @@ impl<'a> Checker<'a> {
             }
         }
         out.sort();
-        Ok(out)
+        buckets.sort();
+        Ok((out, buckets))
     }
 
     /// `queue: NAME` or `queue: {name, batch_size: 1..100 (10), batch_window: 0s..5m}`.

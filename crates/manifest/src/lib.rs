@@ -87,6 +87,9 @@ pub struct FunctionManifest {
     pub queue: Option<wisp_core::QueueSubscription>,
     /// `outbound: [objects, self]`: node services a WebAssembly function may call.
     pub outbound: Vec<wisp_core::HostService>,
+    /// `outbound: [{objects: [photos]}]`: the buckets the objects grant is limited to
+    /// (empty: all).
+    pub object_buckets: Vec<String>,
     /// 1-based line of the function's key in the manifest.
     pub line: usize,
 }

@@ -48,6 +48,9 @@ fn render(path: &Path, cases: &Path) -> String {
                 if !f.outbound.is_empty() {
                     writeln!(s, "  outbound: {:?}", f.outbound).unwrap();
                 }
+                if !f.object_buckets.is_empty() {
+                    writeln!(s, "  objects in buckets: {:?}", f.object_buckets).unwrap();
+                }
                 for t in &f.object_triggers {
                     writeln!(s, "  s3: {t:?}").unwrap();
                 }

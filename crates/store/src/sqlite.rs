@@ -700,6 +700,7 @@ mod tests {
             async_config: None,
             queue: None,
             outbound: Vec::new(),
+            object_buckets: Vec::new(),
         }
     }
 

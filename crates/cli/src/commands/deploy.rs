@@ -160,6 +160,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             async_config: f.async_config.clone(),
             queue: f.queue.clone(),
             outbound: f.outbound.clone(),
+            object_buckets: f.object_buckets.clone(),
         });
     }
     let result: DeployResult = client

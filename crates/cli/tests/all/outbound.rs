@@ -143,3 +143,55 @@ functions:
     );
     assert_eq!(r["status"], 404, "{r}");
 }
+
+#[test]
+fn an_objects_grant_can_be_limited_to_named_buckets() {
+    let node = Node::start();
+    let m = manifest(&format!(
+        r#"app: scoped
+functions:
+  wide:
+    source: {fetch}
+    routes: ["POST /wide"]
+    outbound: [objects]
+  narrow:
+    source: {fetch}
+    routes: ["POST /narrow"]
+    outbound: [{{objects: [mine]}}]
+"#,
+        fetch = src("fetch"),
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    for b in ["mine", "theirs"] {
+        let r = fetch(
+            &node,
+            "/wide",
+            "PUT",
+            &format!("http://objects.wisp/{b}"),
+            "",
+        );
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    let r = fetch(&node, "/narrow", "PUT", "http://objects.wisp/mine/k", "ok");
+    assert_eq!(r["status"], 200, "{r}");
+    let r = fetch(&node, "/narrow", "GET", "http://objects.wisp/mine/k", "");
+    assert_eq!(
+        (r["status"].as_u64(), r["body"].as_str()),
+        (Some(200), Some("ok")),
+        "{r}"
+    );
+    // Another bucket, and the list of buckets, are refused; nothing was written.
+    let r = fetch(
+        &node,
+        "/narrow",
+        "PUT",
+        "http://objects.wisp/theirs/k",
+        "no",
+    );
+    assert_eq!(r["status"], 403, "{r}");
+    assert!(r["body"].as_str().unwrap().contains("AccessDenied"), "{r}");
+    let r = fetch(&node, "/narrow", "GET", "http://objects.wisp/", "");
+    assert_eq!(r["status"], 403, "{r}");
+    let r = fetch(&node, "/wide", "GET", "http://objects.wisp/theirs/k", "");
+    assert_eq!(r["status"], 404, "{r}");
+}
