@@ -229,6 +229,9 @@ pub struct InvokeResponse {
     error: Option<String>,
 }
 
+/// A header for the invoked function's request: `name: value` (repeatable).
+pub const INVOKE_HEADER: &str = "x-wisp-invoke-header";
+
 /// Runs a function with the request body as its payload and returns what it answered.
 pub async fn invoke(
     State(state): State<ApiState>,
@@ -307,11 +310,37 @@ pub async fn invoke(
             req = req.header(name, v);
         }
     }
+    // `wisp invoke -H 'name: value'`: headers for the function's request, each in an
+    // `x-wisp-invoke-header` of the API request (the API's own headers, its token among
+    // them, never reach the function).
+    for v in headers.get_all(INVOKE_HEADER) {
+        let parsed = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(':'))
+            .and_then(|(n, v)| {
+                Some((
+                    http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                    http::HeaderValue::from_str(v.trim()).ok()?,
+                ))
+            });
+        let Some((n, v)) = parsed else {
+            return Err(ApiError::bad_request(format!(
+                "{INVOKE_HEADER} must be `name: value` with a valid header name and value"
+            )));
+        };
+        req = req.header(n, v);
+    }
     let mut trace = wisp_core::SpanContext::default();
     if let Some(h) = req.headers_mut() {
         trace = wisp_invoker::set_context_headers(h, &request_id, route.as_deref(), &params);
     }
-    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+    if req
+        .headers_ref()
+        .is_some_and(|h| h.contains_key(http::header::CONTENT_TYPE))
+    {
+        // Given with -H.
+    } else if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         req = req.header(http::header::CONTENT_TYPE, ct);
     } else if !body.is_empty() {
         req = req.header(http::header::CONTENT_TYPE, "application/json");

@@ -59,6 +59,9 @@ enum Command {
     Trace(commands::trace::Trace),
     /// Check what this host gives native functions: runtimes and sandbox protections.
     Doctor(commands::doctor::Doctor),
+    /// Print a shell completion script: `wisp completions bash > /etc/bash_completion.d/wisp`,
+    /// `wisp completions zsh > "${fpath[1]}/_wisp"`, `wisp completions fish > ~/.config/fish/completions/wisp.fish`.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Completions { shell } => {
+                use clap::CommandFactory as _;
+                clap_complete::generate(shell, &mut Cli::command(), "wisp", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Up(c) => c.execute().await,
             Command::Deploy(c) => c.execute().await,
             Command::Ls(c) => c.execute().await,

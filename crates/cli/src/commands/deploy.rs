@@ -65,6 +65,14 @@ pub fn manifest_path(p: &Path) -> PathBuf {
 pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<DeployResult> {
     let started = Instant::now();
     let path = manifest_path(manifest);
+    if !path.exists() {
+        anyhow::bail!(
+            "{} not found: a directory to deploy needs a wisp.yaml naming its functions \
+             (see docs/manifest.md; `app: NAME` and `functions: {{NAME: {{source: ., routes: [GET /x]}}}}` are enough), \
+             or pass the manifest's path",
+            path.display()
+        );
+    }
     let manifest = wisp_manifest::load(&path).map_err(anyhow::Error::msg)?;
     let mut specs = Vec::new();
     let mut previous = std::collections::HashMap::new();

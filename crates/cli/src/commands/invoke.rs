@@ -31,6 +31,10 @@ pub struct Invoke {
     /// `custom`, `env`, `client`).
     #[arg(long, value_name = "JSON")]
     pub client_context: Option<String>,
+    /// A request header for the function, `name: value` (repeatable), e.g. for a route
+    /// that reads `authorization` or `content-type`.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -60,6 +64,13 @@ impl Invoke {
                 ("async", if self.asynchronous { "true" } else { "false" }),
             ])
             .body(body);
+        for h in &self.headers {
+            anyhow::ensure!(
+                h.split_once(':').is_some_and(|(n, _)| !n.trim().is_empty()),
+                "-H takes `name: value`, e.g. -H 'authorization: Bearer x' (got {h:?})"
+            );
+            req = req.header("x-wisp-invoke-header", h.as_str());
+        }
         if let Some(cc) = &self.client_context {
             serde_json::from_str::<serde_json::Value>(cc)
                 .context("--client-context must be a JSON object")?;

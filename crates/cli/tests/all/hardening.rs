@@ -582,3 +582,73 @@ fn a_deploy_keeps_what_wisp_scale_set_and_says_what_it_changed() {
         "{err}"
     );
 }
+
+#[test]
+fn wisp_invoke_sends_headers_given_with_dash_h() {
+    let node = Node::start();
+    let m = manifest(&format!(
+        "app: h\nfunctions:\n  echo:\n    source: {}\n    routes: [GET /e]\n",
+        src("echo")
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let out = node.wisp_ok(&[
+        "invoke",
+        "echo",
+        "-H",
+        "authorization: Bearer abc",
+        "-H",
+        "content-type: text/plain",
+        "-H",
+        "x-wisp-route: spoofed",
+        "-d",
+        "hi",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["headers"]["authorization"], "Bearer abc", "{v}");
+    assert_eq!(v["headers"]["content-type"], "text/plain", "{v}");
+    assert_ne!(v["headers"]["x-wisp-route"], "spoofed", "{v}");
+    // The API's own token never reaches the function.
+    assert!(!out.contains(&node.token()), "{out}");
+    let err = node.wisp_err(&["invoke", "echo", "-H", "no-colon"]);
+    assert!(err.contains("-H takes `name: value`"), "{err}");
+}
+
+#[test]
+fn completions_are_valid_shell_and_a_directory_without_a_manifest_says_what_to_write() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        script.contains("deploy") && script.contains("_wisp"),
+        "{script}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wisp.bash");
+    std::fs::write(&path, &script).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+
+    let node = Node::start();
+    let empty = tempfile::tempdir().unwrap();
+    let err = node.wisp_err(&["deploy", &empty.path().display().to_string()]);
+    assert!(err.contains("wisp.yaml not found"), "{err}");
+    assert!(err.contains("docs/manifest.md"), "{err}");
+}
