@@ -312,6 +312,9 @@ pub enum RouteMatch<'a, T> {
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
     entries: Vec<(RouteSpec, T)>,
+    /// (method, shape) of every entry, to refuse a second route of the same shape in
+    /// constant time (a linear scan made building a table of n routes quadratic).
+    shapes: std::collections::HashMap<(Method, String), usize>,
     /// One router per [`Method`] (index = `Method as usize`), values index `entries`.
     routers: Vec<matchit::Router<usize>>,
 }
@@ -320,6 +323,7 @@ impl<T> Default for RouteTable<T> {
     fn default() -> Self {
         RouteTable {
             entries: Vec::new(),
+            shapes: std::collections::HashMap::new(),
             routers: Method::ALL.iter().map(|_| matchit::Router::new()).collect(),
         }
     }
@@ -334,9 +338,9 @@ impl<T> RouteTable<T> {
     pub fn insert(&mut self, route: RouteSpec, target: T) -> Result<(), RouteError> {
         let shape = route.path.shape();
         if let Some((existing, _)) = self
-            .entries
-            .iter()
-            .find(|(r, _)| r.method == route.method && r.path.shape() == shape)
+            .shapes
+            .get(&(route.method, shape.clone()))
+            .map(|i| &self.entries[*i])
         {
             return if existing == &route {
                 Err(RouteError::Duplicate(route.to_string()))
@@ -356,6 +360,7 @@ impl<T> RouteTable<T> {
                 }
                 other => RouteError::Conflict(route.to_string(), other.to_string()),
             })?;
+        self.shapes.insert((route.method, shape), idx);
         self.entries.push((route, target));
         Ok(())
     }
@@ -555,6 +560,24 @@ mod tests {
         // ...and on a tie the method's own route wins.
         assert_eq!(hit(&t, "GET", "/a/1").0, "GET /a/{y}");
         assert_eq!(hit(&t, "POST", "/a/1").0, "ANY /a/{x}");
+    }
+
+    #[test]
+    fn a_table_of_ten_thousand_routes_still_refuses_a_second_route_of_a_shape() {
+        let mut t = RouteTable::new();
+        for i in 0..10_000 {
+            t.insert(format!("GET /f{i}/{{id}}").parse().unwrap(), i)
+                .unwrap();
+        }
+        assert_eq!(t.len(), 10_000);
+        assert!(matches!(
+            t.insert("GET /f9999/{other}".parse().unwrap(), 0),
+            Err(RouteError::Conflict(..))
+        ));
+        assert!(matches!(
+            t.insert("GET /f5/{id}".parse().unwrap(), 0),
+            Err(RouteError::Duplicate(_))
+        ));
     }
 
     #[test]
