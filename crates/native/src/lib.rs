@@ -876,11 +876,16 @@ impl NativePool {
                 .unwrap_or_else(|p| p.into_inner())
                 .on_start(self.exec.now_ms());
         }
-        let mut inst = match self.take_idle() {
+        let idle = match self.take_idle() {
             Some(i) => {
                 i.thaw().await;
-                i
+                // Killed while it was frozen: it is gone now, take a fresh one.
+                (!i.is_gone()).then_some(i)
             }
+            None => None,
+        };
+        let mut inst = match idle {
+            Some(i) => i,
             None => match self.start().await {
                 Ok(i) => {
                     self.cold_starts.fetch_add(1, Ordering::Relaxed);
@@ -1018,9 +1023,21 @@ async fn supervise(
         memory_peak: s.memory_peak_bytes(),
         cpu_time: s.cpu_time(),
     };
+    // While frozen, a SIGKILL from outside (an operator, the OOM killer of another
+    // cgroup) waits for a thaw: look for one now and then, so a killed idle instance is
+    // seen as gone (and replaced) instead of failing its next call.
+    let mut frozen = false;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    let mut thawed_reply = None;
     let exit = loop {
         tokio::select! {
             exit = sandbox.wait() => break exit,
+            _ = check.tick(), if frozen => {
+                if sandbox.kill_pending() {
+                    let _ = sandbox.thaw();
+                    break sandbox.wait().await;
+                }
+            }
             _ = &mut kill => {
                 sandbox.kill();
                 break sandbox.wait().await;
@@ -1029,10 +1046,16 @@ async fn supervise(
                 Control::Stats(reply) => {
                     let _ = reply.send(read_stats(&sandbox));
                 }
-                Control::Freeze(frozen, done) => {
-                    let r = if frozen { sandbox.freeze() } else { sandbox.thaw() };
-                    if let Err(e) = r {
-                        tracing::warn!(sandbox = sandbox.id(), "{} the sandbox: {e}", if frozen { "freezing" } else { "thawing" });
+                Control::Freeze(freeze, done) => {
+                    let r = if freeze { sandbox.freeze() } else { sandbox.thaw() };
+                    if let Err(e) = &r {
+                        tracing::warn!(sandbox = sandbox.id(), "{} the sandbox: {e}", if freeze { "freezing" } else { "thawing" });
+                    }
+                    frozen = freeze && matches!(r, Ok(true));
+                    if !freeze && sandbox.kill_pending() {
+                        // Killed while frozen: it dies now; answer once that is known.
+                        thawed_reply = done;
+                        break sandbox.wait().await;
                     }
                     if let Some(done) = done {
                         let _ = done.send(());
@@ -1043,6 +1066,9 @@ async fn supervise(
     };
     let oom = sandbox.oom_killed();
     let _ = gone.send(Some(Gone { exit, oom }));
+    if let Some(done) = thawed_reply {
+        let _ = done.send(());
+    }
     // Answer stats asked after the end, until the instance is dropped.
     let last = read_stats(&sandbox);
     drop(sandbox);

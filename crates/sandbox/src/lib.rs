@@ -510,6 +510,21 @@ impl Instance {
         }
     }
 
+    /// Whether the sandbox's init or program has a SIGKILL waiting: sent while the sandbox
+    /// was frozen (cgroup v1 holds it until a thaw), by someone else than the node.
+    pub fn kill_pending(&self) -> bool {
+        [self.inner.pid, self.program_pid].iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| {
+                    s.lines()
+                        .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+                        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+                        .any(|mask| mask & (1 << (libc::SIGKILL - 1)) != 0)
+                })
+                .unwrap_or(false)
+        })
+    }
+
     /// Lets a frozen sandbox run again.
     pub fn thaw(&self) -> std::io::Result<bool> {
         match &self.inner.cgroup {
