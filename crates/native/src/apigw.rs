@@ -207,6 +207,8 @@ pub fn response(payload: &[u8]) -> Result<http::Response<Bytes>, ResponseError> 
         _ => None,
     }
     .and_then(|n| u16::try_from(n).ok())
+    // http accepts up to 999; HTTP status codes end at 599.
+    .filter(|n| (100..=599).contains(n))
     .and_then(|n| http::StatusCode::from_u16(n).ok())
     .ok_or_else(|| ResponseError::Status(obj["statusCode"].to_string()))?;
     let body = match obj.get("body") {
@@ -347,6 +349,11 @@ mod tests {
     fn bad_responses_say_what_is_wrong() {
         assert!(matches!(
             response(br#"{"statusCode":99}"#),
+            Err(ResponseError::Status(_))
+        ));
+        // Found by the apigw_response fuzz target: 999 was answered as is.
+        assert!(matches!(
+            response(br#"{"statusCode":999}"#),
             Err(ResponseError::Status(_))
         ));
         assert_eq!(
