@@ -556,6 +556,7 @@ impl Invoker {
                 "{e}"
             );
             fm.invocation(inv.trigger, Outcome::Error).inc();
+            fm.recursion_stops.inc();
             return Err(e);
         }
         let limits = &f.spec.limits;

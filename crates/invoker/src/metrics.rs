@@ -58,6 +58,7 @@ pub struct Metrics {
     cold_starts: Family<FunctionLabel, Counter>,
     concurrent: Family<FunctionLabel, Gauge>,
     throttles: Family<FunctionLabel, Counter>,
+    recursion_stops: Family<FunctionLabel, Counter>,
     process_rss: Gauge<f64, AtomicU64>,
     process_cpu: Counter<f64, AtomicU64>,
 }
@@ -122,6 +123,7 @@ pub struct FunctionMetrics {
     pub cold_starts: Counter,
     pub concurrent: Gauge,
     pub throttles: Counter,
+    pub recursion_stops: Counter,
 }
 
 impl FunctionMetrics {
@@ -148,6 +150,7 @@ impl Metrics {
         let cold_starts = Family::<FunctionLabel, Counter>::default();
         let concurrent = Family::<FunctionLabel, Gauge>::default();
         let throttles = Family::<FunctionLabel, Counter>::default();
+        let recursion_stops = Family::<FunctionLabel, Counter>::default();
         let process_rss = Gauge::<f64, AtomicU64>::default();
         let process_cpu = Counter::<f64, AtomicU64>::default();
         let process_start = Gauge::<f64, AtomicU64>::default();
@@ -177,6 +180,11 @@ impl Metrics {
             throttles.clone(),
         );
         registry.register(
+            "wisp_recursive_invocations_stopped",
+            "Invocations refused because their chain of calls reached the recursion limit (depth 16)",
+            recursion_stops.clone(),
+        );
+        registry.register(
             "process_resident_memory_bytes",
             "Resident memory of the node process",
             process_rss.clone(),
@@ -204,6 +212,7 @@ impl Metrics {
             cold_starts,
             concurrent,
             throttles,
+            recursion_stops,
             process_rss,
             process_cpu,
         }
@@ -236,6 +245,7 @@ impl Metrics {
             cold_starts: self.cold_starts.get_or_create(&label).clone(),
             concurrent: self.concurrent.get_or_create(&label).clone(),
             throttles: self.throttles.get_or_create(&label).clone(),
+            recursion_stops: self.recursion_stops.get_or_create(&label).clone(),
         }
     }
 
@@ -348,6 +358,12 @@ mod tests {
             r#"wisp_invocations_total{function="hello",trigger="api",outcome="timeout"} 1"#
         ));
         assert!(text.contains(r#"wisp_throttles_total{function="hello"} 1"#));
+        f.recursion_stops.inc();
+        let text = m.encode(Format::OpenMetrics, "");
+        assert!(
+            text.contains(r#"wisp_recursive_invocations_stopped_total{function="hello"} 1"#),
+            "{text}"
+        );
         // Every trigger has its own label (queue and async runs were once counted as http).
         f.invocation(Trigger::Queue, Outcome::Success).inc();
         f.invocation(Trigger::Async, Outcome::Error).inc();

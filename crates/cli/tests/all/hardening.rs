@@ -530,6 +530,14 @@ functions:
     );
     // The HTTP call is depth 0, its async descendants 1 to 15; the 16th is stopped.
     assert_eq!(ran, 16.0, "{ran} invocations ran");
+    assert_eq!(
+        crate::metrics::value(
+            &m,
+            "wisp_recursive_invocations_stopped_total",
+            &[("function", "looper")]
+        ),
+        1.0
+    );
 }
 
 #[test]
