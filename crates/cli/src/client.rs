@@ -97,14 +97,6 @@ impl Client {
         }
     }
 
-    /// Fails early, with the token's source and the URL, if the node refuses the token
-    /// (before a long build and upload).
-    pub async fn check_token(&self) -> Result<()> {
-        self.send(self.request(Method::GET, "/v1/functions"))
-            .await
-            .map(drop)
-    }
-
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))

@@ -418,19 +418,19 @@ pub fn sanitize_function_response(
         return platform_error(StatusCode::BAD_GATEWAY, request_id, options, &why);
     }
     let headers = resp.headers_mut();
-    let mut named: Vec<String> = headers
+    // The headers `Connection` names (rare), then the fixed list; nothing is allocated
+    // for a response that has none of them.
+    let named: Vec<header::HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
+        .filter_map(|n| header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    named.extend(FRAMING_HEADERS.iter().map(|n| n.to_string()));
-    for name in named {
-        let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
+    let fixed = FRAMING_HEADERS
+        .iter()
+        .map(|n| header::HeaderName::from_static(n));
+    for name in named.into_iter().chain(fixed) {
         let values: Vec<HeaderValue> = match headers.entry(&name) {
             header::Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
             header::Entry::Vacant(_) => continue,

@@ -542,6 +542,15 @@ mod http_tests {
             rx
         }
 
+        /// `GET invocation/next`, as the runtime asks for its next event.
+        async fn next(&self) -> reqwest::Response {
+            self.client
+                .get(format!("{}/invocation/next", self.base))
+                .send()
+                .await
+                .unwrap()
+        }
+
         async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
             self.client
                 .post(format!("{}/{path}", self.base))
@@ -557,12 +566,7 @@ mod http_tests {
         let mut api = start().await;
         let init = api.init.take().unwrap();
         let answer = api.dispatch("req-1", r#"{"a":1}"#).await;
-        let next = api
-            .client
-            .get(format!("{}/invocation/next", api.base))
-            .send()
-            .await
-            .unwrap();
+        let next = api.next().await;
         assert_eq!(next.status(), 200);
         let h = next.headers();
         assert_eq!(h["lambda-runtime-aws-request-id"], "req-1");
@@ -622,12 +626,7 @@ mod http_tests {
 
         let answer = api.dispatch("req-2", "{}").await;
         // The invocation is queued: `next` hands it over at once.
-        let next = api
-            .client
-            .get(format!("{}/invocation/next", api.base))
-            .send()
-            .await
-            .unwrap();
+        let next = api.next().await;
         assert_eq!(next.status(), 200);
         let r = api
             .client
@@ -652,12 +651,7 @@ mod http_tests {
         // A response over 6 MB: 413 to the runtime, an error to the caller.
         let answer = api.dispatch("req-3", "{}").await;
         // The invocation is queued: `next` hands it over at once.
-        let next = api
-            .client
-            .get(format!("{}/invocation/next", api.base))
-            .send()
-            .await
-            .unwrap();
+        let next = api.next().await;
         assert_eq!(next.status(), 200);
         let r = api
             .post("invocation/req-3/response", vec![b'x'; MAX_PAYLOAD + 1])
@@ -679,12 +673,7 @@ mod http_tests {
         let api = start().await;
         let answer = api.dispatch("s-1", "{}").await;
         // The invocation is queued: `next` hands it over at once.
-        let next = api
-            .client
-            .get(format!("{}/invocation/next", api.base))
-            .send()
-            .await
-            .unwrap();
+        let next = api.next().await;
         assert_eq!(next.status(), 200);
         // Chunked, in several pieces.
         let chunks: Vec<Result<Bytes, std::io::Error>> = vec![

@@ -760,6 +760,33 @@ fn invalid_version_id(v: &str, name: &'static str) -> S3Error {
         .with("ArgumentValue", v)
 }
 
+/// The end of a listed object's element, shared by ListObjects and ListObjectVersions:
+/// its checksum's algorithm and type, the storage class, the owner if asked.
+fn listed_object_tail(x: &mut XmlWriter, o: &ObjectInfo, config: &crate::Config, owner: bool) {
+    if let Some(c) = &o.checksum {
+        x.elem("ChecksumAlgorithm", c.algorithm.name())
+            .elem("ChecksumType", c.kind.name());
+    }
+    x.elem("StorageClass", "STANDARD");
+    if owner {
+        x.open("Owner")
+            .elem("ID", &config.owner_id)
+            .elem("DisplayName", &config.owner_display_name)
+            .close("Owner");
+    }
+}
+
+/// A listing's `CommonPrefixes`, each key encoded by `enc`.
+fn common_prefixes(x: &mut XmlWriter, entries: &[ListEntry], enc: impl Fn(&str) -> String) {
+    for entry in entries {
+        if let ListEntry::Prefix(p) = entry {
+            x.open("CommonPrefixes")
+                .elem("Prefix", enc(p))
+                .close("CommonPrefixes");
+        }
+    }
+}
+
 /// ListObjectVersions. Buckets are not versioned, so each object is its only version,
 /// `null` and latest, and there are no delete markers; prefix, delimiter, key-marker
 /// and max-keys page as in ListObjects (tools list versions to empty a bucket).
@@ -837,25 +864,11 @@ async fn list_versions(
                 .elem("LastModified", iso8601_millis(o.last_modified))
                 .elem("ETag", quoted(&o.etag))
                 .elem("Size", o.size.to_string());
-            if let Some(c) = &o.checksum {
-                x.elem("ChecksumAlgorithm", c.algorithm.name())
-                    .elem("ChecksumType", c.kind.name());
-            }
-            x.elem("StorageClass", "STANDARD");
-            x.open("Owner")
-                .elem("ID", &config.owner_id)
-                .elem("DisplayName", &config.owner_display_name)
-                .close("Owner");
+            listed_object_tail(&mut x, o, config, true);
             x.close("Version");
         }
     }
-    for entry in &page.entries {
-        if let ListEntry::Prefix(p) = entry {
-            x.open("CommonPrefixes")
-                .elem("Prefix", enc(p))
-                .close("CommonPrefixes");
-        }
-    }
+    common_prefixes(&mut x, &page.entries, enc);
     Ok(xml_response(StatusCode::OK, x.finish("ListVersionsResult")))
 }
 
@@ -944,27 +957,11 @@ async fn list_objects(
                 .elem("LastModified", iso8601_millis(o.last_modified))
                 .elem("ETag", quoted(&o.etag))
                 .elem("Size", o.size.to_string());
-            if let Some(c) = &o.checksum {
-                x.elem("ChecksumAlgorithm", c.algorithm.name())
-                    .elem("ChecksumType", c.kind.name());
-            }
-            x.elem("StorageClass", "STANDARD");
-            if fetch_owner {
-                x.open("Owner")
-                    .elem("ID", &config.owner_id)
-                    .elem("DisplayName", &config.owner_display_name)
-                    .close("Owner");
-            }
+            listed_object_tail(&mut x, o, config, fetch_owner);
             x.close("Contents");
         }
     }
-    for entry in &page.entries {
-        if let ListEntry::Prefix(p) = entry {
-            x.open("CommonPrefixes")
-                .elem("Prefix", enc(p))
-                .close("CommonPrefixes");
-        }
-    }
+    common_prefixes(&mut x, &page.entries, enc);
     Ok(xml_response(StatusCode::OK, x.finish("ListBucketResult")))
 }
 

@@ -43,8 +43,6 @@ pub struct DeployResult {
 impl Deploy {
     pub async fn execute(self) -> Result<ExitCode> {
         let client = Client::new(&self.api)?;
-        // A wrong token or address fails here, not after building and uploading.
-        client.check_token().await?;
         let result = deploy(&client, &self.manifest, !self.keep_missing).await?;
         if self.json {
             print_json(&result)?;
@@ -64,6 +62,14 @@ pub fn manifest_path(p: &Path) -> PathBuf {
 /// Deploys one manifest through the API; progress goes to stderr.
 pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<DeployResult> {
     let started = Instant::now();
+    // The functions as deployed now, to keep what `wisp scale` set and to say what this
+    // deploy changes. Asked first, so a wrong token or address fails before any build.
+    let previous: std::collections::HashMap<String, serde_json::Value> = client
+        .get::<Vec<serde_json::Value>>("/v1/functions")
+        .await?
+        .into_iter()
+        .filter_map(|f| Some((f["name"].as_str()?.to_string(), f)))
+        .collect();
     let path = manifest_path(manifest);
     if !path.exists() {
         anyhow::bail!(
@@ -75,7 +81,6 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
     }
     let manifest = wisp_manifest::load(&path).map_err(anyhow::Error::msg)?;
     let mut specs = Vec::new();
-    let mut previous = std::collections::HashMap::new();
     for f in &manifest.functions {
         let name = f.name.to_string();
         let source = f.source.clone();
@@ -136,12 +141,8 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
                 .await
                 .with_context(|| format!("function `{}` ({})", f.name, f.source))?;
         }
-        // The function as deployed now, to keep what `wisp scale` set and to say what
-        // this deploy changes.
-        let deployed: Option<serde_json::Value> =
-            client.get(&format!("/v1/functions/{}", f.name)).await.ok();
         let mut limits = f.limits;
-        if let Some(d) = deployed.as_ref().map(|d| &d["limits"]) {
+        if let Some(d) = previous.get(f.name.as_str()).map(|d| &d["limits"]) {
             let kept = keep_scaling(&mut limits, f.scaling_set, d);
             if !kept.is_empty() {
                 progress(format!(
@@ -150,9 +151,6 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
                     kept.join(", ")
                 ));
             }
-        }
-        if let Some(d) = &deployed {
-            previous.insert(f.name.to_string(), d.clone());
         }
         specs.push(FunctionSpec {
             name: f.name.clone(),
@@ -259,7 +257,7 @@ fn keep_scaling(
     kept
 }
 
-/// What a new version changes against the deployed function (`GET /v1/functions/NAME`).
+/// What a new version changes against the deployed function (as `GET /v1/functions` lists it).
 fn what_changed(old: &serde_json::Value, new: &FunctionSpec) -> Vec<&'static str> {
     let mut changed = Vec::new();
     if old["artifact"].as_str() != Some(new.artifact.as_str()) {

@@ -99,18 +99,7 @@ fn a_second_node_on_a_data_directory_in_use_refuses_to_start_and_changes_nothing
         .map(|f| std::fs::read_to_string(node.data_dir.join(f)).unwrap())
         .collect();
     let pid = node.child.as_ref().unwrap().id();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .args([
-            "up",
-            "--http",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-            "--s3",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&node.data_dir)
+    let out = up_command(&node.data_dir)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -40,6 +40,23 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(format!("{name}.wasm"))
 }
 
+/// `wisp up` on free loopback ports with `data_dir`.
+pub fn up_command(data_dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wisp"));
+    c.args([
+        "up",
+        "--http",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+        "--s3",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data_dir);
+    c
+}
+
 pub struct Node {
     pub child: Option<Child>,
     pub http: String,
@@ -78,18 +95,7 @@ impl Node {
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
         let stderr_path = data_dir.with_extension(format!("stderr.{}", rand_suffix()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .args([
-                "up",
-                "--http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-                "--s3",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+        let mut child = up_command(data_dir)
             .args(extra)
             .env("CARGO_TARGET_DIR", guest_target_dir())
             .stdout(Stdio::piped())
