@@ -357,6 +357,7 @@ pub async fn invoke(
             trace: trace.clone(),
             request: req,
             client_context,
+            streams: Default::default(),
         })
         .await
         .map_err(|e| match e {

@@ -2,21 +2,18 @@
 //! manifest), served in-process: `http://objects.wisp/...` is the S3 API, authenticated as
 //! the calling function without keys; `http://self/...` is the function gateway, so one
 //! function calls another's route (asynchronously with `X-Amz-Invocation-Type: Event`),
-//! within the caller's trace.
+//! within the caller's trace. Bodies stream both ways (see [`HostService`]).
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use tower::ServiceExt;
-use wisp_executor::{Caller, HostService};
+use wisp_executor::{Caller, HostService, StreamBody, full};
 use wisp_invoker::Invoker;
 
-type Answer = Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>>;
-
-/// Largest response a function gets from a service (an object it reads).
-const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+type Answer = Pin<Box<dyn Future<Output = http::Response<StreamBody>> + Send>>;
 
 /// Registers both services with the invoker.
 pub fn register(invoker: &Arc<Invoker>, s3: axum::Router, gateway: wisp_gateway::Options) {
@@ -27,35 +24,17 @@ pub fn register(invoker: &Arc<Invoker>, s3: axum::Router, gateway: wisp_gateway:
     );
 }
 
-fn failure(status: http::StatusCode, message: String) -> http::Response<Bytes> {
-    let mut r = http::Response::new(Bytes::from(message));
+fn failure(status: http::StatusCode, message: String) -> http::Response<StreamBody> {
+    let mut r = http::Response::new(full(Bytes::from(message)));
     *r.status_mut() = status;
     r
-}
-
-async fn collect<B>(resp: http::Response<B>) -> http::Response<Bytes>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (parts, body) = resp.into_parts();
-    match http_body_util::Limited::new(body, MAX_RESPONSE)
-        .collect()
-        .await
-    {
-        Ok(c) => http::Response::from_parts(parts, c.to_bytes()),
-        Err(e) => failure(
-            http::StatusCode::BAD_GATEWAY,
-            format!("reading the service's answer: {e}"),
-        ),
-    }
 }
 
 /// `http://objects.wisp/BUCKET/KEY`: the node's S3 API (path-style), as the function.
 struct Objects(axum::Router);
 
 impl HostService for Objects {
-    fn call(&self, req: http::Request<Bytes>) -> Answer {
+    fn call(&self, req: http::Request<StreamBody>) -> Answer {
         let router = self.0.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
@@ -75,9 +54,11 @@ impl HostService for Objects {
             parts
                 .extensions
                 .insert(wisp_objects::TrustedPrincipal(format!("function:{caller}")));
-            let req = http::Request::from_parts(parts, axum::body::Body::from(body));
+            // Both bodies stream: an object is written as the function sends it and
+            // read as the function takes it, never held whole by the node.
+            let req = http::Request::from_parts(parts, axum::body::Body::new(body));
             match router.oneshot(req).await {
-                Ok(resp) => collect(resp).await,
+                Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
                 Err(never) => match never {},
             }
         })
@@ -107,14 +88,14 @@ fn in_scope(buckets: &[String], path: &str) -> Result<(), String> {
 }
 
 /// S3's AccessDenied, as the S3 API answers it.
-fn s3_access_denied(why: &str) -> http::Response<Bytes> {
+fn s3_access_denied(why: &str) -> http::Response<StreamBody> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>{}</Message></Error>",
         why.replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     );
-    let mut r = http::Response::new(Bytes::from(body));
+    let mut r = http::Response::new(full(Bytes::from(body)));
     *r.status_mut() = http::StatusCode::FORBIDDEN;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -123,11 +104,38 @@ fn s3_access_denied(why: &str) -> http::Response<Bytes> {
     r
 }
 
+/// The calling function's request body, as the gateway takes it. (A named type: the
+/// compiler cannot prove a future `Send` through the gateway's generic body when the
+/// body's type spells out a boxed `dyn Error`.)
+struct CallerBody(StreamBody);
+
+impl http_body::Body for CallerBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.0)
+            .poll_frame(cx)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
 /// `http://self/PATH`: the function gateway, exactly as a client reaching it.
 struct Gateway(Weak<Invoker>, wisp_gateway::Options);
 
 impl HostService for Gateway {
-    fn call(&self, req: http::Request<Bytes>) -> Answer {
+    fn call(&self, req: http::Request<StreamBody>) -> Answer {
         let (invoker, options) = (self.0.upgrade(), self.1);
         Box::pin(async move {
             let Some(invoker) = invoker else {
@@ -136,10 +144,15 @@ impl HostService for Gateway {
                     "the node is shutting down".into(),
                 );
             };
-            let (parts, body) = req.into_parts();
-            let req = http::Request::from_parts(parts, Full::new(body));
-            let resp = wisp_gateway::handle_with(&invoker, req, options).await;
-            collect(resp).await
+            // Full duplex: the request body streams into the callee and its response
+            // streams back from the first byte.
+            let options = wisp_gateway::Options {
+                stream_bodies: true,
+                ..options
+            };
+            // (A concrete error type: the gateway is generic over the body's.)
+            let req = req.map(CallerBody);
+            wisp_gateway::handle_with(&invoker, req, options).await
         })
     }
 }

@@ -1,8 +1,9 @@
+use crate::body::{BoxError, ChannelBody, IN_FLIGHT, Piece, ResponseStream, StreamBody, full};
 use crate::host::{HostState, MemoryLimiter, Outbound};
 use crate::logpipe::LogPipe;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use std::convert::Infallible;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Frame;
 use std::hash::Hasher;
 use std::path::Path;
 use std::sync::Arc;
@@ -269,7 +270,8 @@ impl Executor {
         request: http::Request<Bytes>,
         ctx: &InvocationContext,
     ) -> InvocationResult {
-        self.run(component, None, request, ctx).await
+        self.run(component, None, request.map(full), ctx, None)
+            .await
     }
 
     /// Runs one request in a warm instance from `pool` (or a new one), and gives the
@@ -283,7 +285,24 @@ impl Executor {
         request: http::Request<Bytes>,
         ctx: &InvocationContext,
     ) -> InvocationResult {
-        self.run(component, Some(pool), request, ctx).await
+        self.run(component, Some(pool), request.map(full), ctx, None)
+            .await
+    }
+
+    /// Runs one request whose body may still be arriving (it streams into the function
+    /// as the function reads it), in a warm instance from `pool` if there is one. With
+    /// `stream`, a response longer than `stream.after` bytes goes to `stream.head` while
+    /// the function still writes it, and the result then has no `response` of its own;
+    /// without, the response is collected whole, as [`Executor::invoke`] does.
+    pub async fn invoke_streaming(
+        &self,
+        component: &LoadedComponent,
+        pool: Option<&WarmPool>,
+        request: http::Request<StreamBody>,
+        ctx: &InvocationContext,
+        stream: Option<ResponseStream>,
+    ) -> InvocationResult {
+        self.run(component, pool, request, ctx, stream).await
     }
 
     fn new_slot(&self, ctx: &InvocationContext) -> Slot {
@@ -323,8 +342,9 @@ impl Executor {
         &self,
         component: &LoadedComponent,
         pool: Option<&WarmPool>,
-        request: http::Request<Bytes>,
+        request: http::Request<StreamBody>,
         ctx: &InvocationContext,
+        stream: Option<ResponseStream>,
     ) -> InvocationResult {
         let start = Instant::now();
         let timeout = Duration::from_millis(ctx.limits.timeout_ms);
@@ -346,8 +366,14 @@ impl Executor {
         });
 
         let (parts, body) = request.into_parts();
-        let body = Full::new(body)
-            .map_err(|e: Infallible| -> wasmtime_wasi_http::Error { match e {} })
+        let body = body
+            .map_err(|e: BoxError| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+                } else {
+                    wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+                }
+            })
             .boxed_unsync();
         let request = hyper::Request::from_parts(parts, body);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -375,6 +401,10 @@ impl Executor {
         let pre = component.pre.clone();
         let pool_full = Arc::new(AtomicBool::new(false));
         let pool_full_flag = pool_full.clone();
+        // Set before a trapped instance is dropped: a streamed body that ends because its
+        // instance went away is then cut off, not finished.
+        let trapped = Arc::new(AtomicBool::new(false));
+        let trapped_flag = trapped.clone();
         let guest = async move {
             let proxy = match slot.proxy.take() {
                 Some(p) => p,
@@ -400,6 +430,7 @@ impl Executor {
             match result {
                 Ok(()) => (Some(slot), Ok(())),
                 Err(e) => {
+                    trapped_flag.store(true, Ordering::SeqCst);
                     drop(slot);
                     (None, Err(e))
                 }
@@ -407,16 +438,21 @@ impl Executor {
         };
         let max_response = self.config.max_response_bytes;
         let response = async move {
-            match rx.await {
-                Ok(Ok(resp)) => {
-                    let (parts, body) = resp.into_parts();
-                    match Limited::new(body, max_response).collect().await {
-                        Ok(c) => Ok(http::Response::from_parts(parts, c.to_bytes())),
-                        Err(e) => Err(Some(format!("reading the response body: {e}"))),
-                    }
+            let (parts, body) = match rx.await {
+                Ok(Ok(resp)) => resp.into_parts(),
+                Ok(Err(code)) => {
+                    return Err(Some(format!("the function answered with error {code:?}")));
                 }
-                Ok(Err(code)) => Err(Some(format!("the function answered with error {code:?}"))),
-                Err(_) => Err(None),
+                Err(_) => return Err(None),
+            };
+            match stream {
+                None => match Limited::new(body, max_response).collect().await {
+                    Ok(c) => Ok(Some(http::Response::from_parts(parts, c.to_bytes()))),
+                    Err(e) => Err(Some(format!("reading the response body: {e}"))),
+                },
+                Some(stream) => {
+                    respond_streaming(parts, body, stream, max_response, &trapped).await
+                }
             }
         };
         // Guest and response body run together: the guest may keep writing the body after
@@ -439,7 +475,7 @@ impl Executor {
             Err(_) => (Outcome::Timeout, None, Some(timeout_message(timeout))),
             Ok(((slot, guest), response)) => {
                 let result = match (guest, response) {
-                    (Ok(()), Ok(resp)) => (Outcome::Success, Some(resp), None),
+                    (Ok(()), Ok(resp)) => (Outcome::Success, resp, None),
                     (Err(e), _) if is_interrupt(&e) => {
                         (Outcome::Timeout, None, Some(timeout_message(timeout)))
                     }
@@ -486,6 +522,95 @@ impl Executor {
             stderr: stderr.take(),
             duration: start.elapsed(),
             cpu_time,
+        }
+    }
+}
+
+/// Sends a function's response on as it is written (see [`ResponseStream`]): holds up to
+/// `stream.after` bytes, answers whole what ends within them (`Ok(Some)`), and otherwise
+/// gives the head and what it held to `stream.head` and pumps the rest, a frame at a
+/// time, at the pace the caller reads (`Ok(None)` once the body is finished).
+async fn respond_streaming(
+    parts: http::response::Parts,
+    mut body: wasmtime_wasi_http::WasiBody,
+    stream: ResponseStream,
+    max_response: usize,
+    trapped: &AtomicBool,
+) -> Result<Option<http::Response<Bytes>>, Option<String>> {
+    let too_large = || {
+        Some(format!(
+            "the response is larger than the {max_response} bytes a function may answer"
+        ))
+    };
+    let mut held: std::collections::VecDeque<Frame<Bytes>> = std::collections::VecDeque::new();
+    let mut held_len = 0usize;
+    while held_len < stream.after {
+        match body.frame().await {
+            None => {
+                let mut whole = bytes::BytesMut::with_capacity(held_len);
+                for f in held {
+                    if let Ok(d) = f.into_data() {
+                        whole.extend_from_slice(&d);
+                    }
+                }
+                return Ok(Some(http::Response::from_parts(parts, whole.freeze())));
+            }
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    held_len += d.len();
+                    if held_len > max_response {
+                        return Err(too_large());
+                    }
+                }
+                held.push_back(frame);
+            }
+            Some(Err(e)) => return Err(Some(format!("reading the response body: {e}"))),
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    let caller_body = ChannelBody {
+        held,
+        rx,
+        done: false,
+    };
+    let head = http::Response::from_parts(parts, caller_body.boxed_unsync());
+    if stream.head.send(head).is_err() {
+        // The caller is gone: nobody reads the rest.
+        return Ok(None);
+    }
+    let mut sent = held_len;
+    loop {
+        let piece = match body.frame().await {
+            None if trapped.load(Ordering::SeqCst) => {
+                Piece::Failed("the function failed while writing its response".into())
+            }
+            None => Piece::End,
+            Some(Ok(frame)) => {
+                sent += frame.data_ref().map_or(0, |d| d.len());
+                if sent > max_response {
+                    let why = too_large();
+                    let _ = tx
+                        .send(Piece::Failed(why.clone().unwrap_or_default()))
+                        .await;
+                    return Err(why);
+                }
+                Piece::Frame(frame)
+            }
+            Some(Err(e)) => {
+                let why = format!("writing the response body: {e}");
+                let _ = tx.send(Piece::Failed(why.clone())).await;
+                return Err(Some(why));
+            }
+        };
+        let last = !matches!(piece, Piece::Frame(_));
+        if tx.send(piece).await.is_err() {
+            // The caller stopped reading (a client that went away): the function's
+            // further writes fail, which it sees as a closed stream.
+            tracing::debug!(sent, "the caller went away while a response streamed");
+            return Ok(None);
+        }
+        if last {
+            return Ok(None);
         }
     }
 }

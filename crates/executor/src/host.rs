@@ -1,5 +1,6 @@
 //! The per-request host state: WASI context, wasi:http context, memory limiter.
 
+use crate::body::{BoxError, StreamBody};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -64,12 +65,15 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
 /// A service of the node that functions reach by a virtual host name in outbound
 /// `wasi:http` requests (`http://objects.wisp/...`), served in-process: no socket, no
-/// credentials in the function. Bodies are buffered.
+/// credentials in the function. Both bodies stream: the request body reaches the service
+/// as the function writes it, and the response body reaches the function as the service
+/// produces it, each through bounded buffers, so a large object costs the node a few
+/// chunks rather than its size, and a caller can talk to a service full duplex.
 pub trait HostService: Send + Sync + 'static {
     fn call(
         &self,
-        request: http::Request<bytes::Bytes>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<bytes::Bytes>> + Send>>;
+        request: http::Request<StreamBody>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<StreamBody>> + Send>>;
 }
 
 /// What one invocation may call: the host services (by virtual host name) its function
@@ -80,8 +84,6 @@ pub struct Outbound {
     pub services: Vec<(String, std::sync::Arc<dyn HostService>)>,
     /// `traceparent` for requests that do not set one (the invocation's span as parent).
     pub traceparent: Option<http::HeaderValue>,
-    /// Largest request body a function may send to a service.
-    pub max_body: usize,
     /// The calling function, put in each request's extensions as [`Caller`].
     pub caller: String,
     /// The buckets its objects grant reaches (empty: all), put in each request's
@@ -138,22 +140,11 @@ impl WasiHttpHooks for Outbound {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         };
         let traceparent = self.traceparent.clone();
-        let max_body = self.max_body;
         let caller = Caller(self.caller.clone());
         let scope = BucketScope(self.buckets.clone());
         Box::new(async move {
             let (mut parts, body) = request.into_parts();
-            let body = http_body_util::Limited::new(body, max_body)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        wasmtime_wasi_http::Error::HttpRequestBodySize(None)
-                    } else {
-                        wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
-                    }
-                })?
-                .to_bytes();
+            let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
             if let Some(tp) = traceparent
                 && !parts.headers.contains_key("traceparent")
             {
@@ -163,8 +154,7 @@ impl WasiHttpHooks for Outbound {
             parts.extensions.insert(scope);
             let response = service.call(http::Request::from_parts(parts, body)).await;
             let response = response.map(|b| {
-                http_body_util::Full::new(b)
-                    .map_err(|never: std::convert::Infallible| match never {})
+                b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
                     .boxed_unsync()
             });
             let io: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send> =

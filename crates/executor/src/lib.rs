@@ -12,10 +12,12 @@
 //! this executor wrote itself.
 #![deny(unsafe_code)]
 
+mod body;
 mod engine;
 mod host;
 mod logpipe;
 
+pub use body::{BoxError, ResponseStream, StreamBody, full};
 pub use engine::{
     CompileError, Executor, ExecutorConfig, ExecutorError, InvocationContext, InvocationResult,
     LoadedComponent, WarmPool,

@@ -15,14 +15,14 @@ pub mod server;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use wisp_core::{Outcome, RouteMatch, Trigger};
-use wisp_invoker::{Invocation, InvokeError, Invoker, new_request_id};
+use wisp_invoker::{Invocation, InvokeError, Invoker, StreamBody, Streams, full, new_request_id};
 
 pub use wisp_invoker::{PARAM_HEADER_PREFIX, REQUEST_ID_HEADER, ROUTE_HEADER};
 
@@ -34,7 +34,20 @@ pub struct Options {
     /// public callers then get a generic message, the status and the request id only,
     /// since an error message can hold anything the function saw (env values, secrets).
     pub expose_errors: bool,
+    /// The caller is a function on this node (`http://self`): a WebAssembly function's
+    /// request body streams into it as the caller writes it, and its response streams
+    /// back from the first byte, so caller and callee can talk full duplex. Public
+    /// callers' request bodies are read whole first (as API Gateway does), which lets
+    /// the gateway answer 413 and check webhook signatures before anything runs; their
+    /// responses stream once longer than [`STREAM_AFTER`].
+    pub stream_bodies: bool,
 }
+
+/// Bytes of a WebAssembly function's response the gateway holds before it starts
+/// sending it on: a response that ends within them is answered whole (and a function
+/// that fails while writing it gets a clean 500); a longer one streams, at the pace the
+/// client reads, so a slow reader costs the node a few chunks, not the response.
+pub const STREAM_AFTER: usize = 256 * 1024;
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting and
 /// lets in-flight requests finish (for at most `grace`).
@@ -62,9 +75,9 @@ pub async fn serve(
     .await
 }
 
-fn error_response(status: StatusCode, request_id: &str, message: String) -> Response<Full<Bytes>> {
+fn error_response(status: StatusCode, request_id: &str, message: String) -> Response<StreamBody> {
     let body = serde_json::json!({ "error": message, "request_id": request_id });
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -73,7 +86,7 @@ fn error_response(status: StatusCode, request_id: &str, message: String) -> Resp
     resp
 }
 
-fn with_request_id(mut resp: Response<Full<Bytes>>, request_id: &str) -> Response<Full<Bytes>> {
+fn with_request_id(mut resp: Response<StreamBody>, request_id: &str) -> Response<StreamBody> {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -82,9 +95,9 @@ fn with_request_id(mut resp: Response<Full<Bytes>>, request_id: &str) -> Respons
 
 /// Handles one request with the default [`Options`] (errors not exposed). Generic over
 /// the body so tests can call it without a socket.
-pub async fn handle<B>(invoker: &Invoker, req: Request<B>) -> Response<Full<Bytes>>
+pub async fn handle<B>(invoker: &Arc<Invoker>, req: Request<B>) -> Response<StreamBody>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     handle_with(invoker, req, Options::default()).await
@@ -92,12 +105,12 @@ where
 
 /// Handles one request.
 pub async fn handle_with<B>(
-    invoker: &Invoker,
+    invoker: &Arc<Invoker>,
     req: Request<B>,
     options: Options,
-) -> Response<Full<Bytes>>
+) -> Response<StreamBody>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let request_id = new_request_id();
@@ -106,13 +119,13 @@ where
 }
 
 async fn route_and_invoke<B>(
-    invoker: &Invoker,
+    invoker: &Arc<Invoker>,
     req: Request<B>,
     request_id: &str,
     options: Options,
-) -> Response<Full<Bytes>>
+) -> Response<StreamBody>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // HTTP/1.0 allows a request without `Host`; functions (and wasi:http) need an
@@ -179,21 +192,42 @@ where
     if content_length(req.headers()).is_some_and(|n| n > max_body) {
         return too_large();
     }
+    // `X-Amz-Invocation-Type: Event` (as API Gateway's asynchronous Lambda integration):
+    // the body is stored as the event of an asynchronous invocation, answered 202.
+    let asynchronous = req
+        .headers()
+        .get("x-amz-invocation-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("event"));
     let (mut parts, body) = req.into_parts();
-    let body = match Limited::new(body, max_body as usize).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large();
-        }
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                request_id,
-                format!("reading the request body: {e}"),
-            );
+    // A function on this node calling a WebAssembly function synchronously: the body
+    // streams in as the caller writes it (full duplex), within the callee's `max_body`.
+    let streamed = options.stream_bodies
+        && !asynchronous
+        && function.native.is_none()
+        && function.spec.native.is_none()
+        && function.spec.webhook.is_none();
+    let (body, request_body) = if streamed {
+        let limited = Limited::new(body, max_body as usize)
+            .map_err(|e| -> wisp_invoker::BoxError { e })
+            .boxed_unsync();
+        (Bytes::new(), Some(limited))
+    } else {
+        match Limited::new(body, max_body as usize).collect().await {
+            Ok(c) => (c.to_bytes(), None),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return too_large();
+            }
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    request_id,
+                    format!("reading the request body: {e}"),
+                );
+            }
         }
     };
 
@@ -211,13 +245,6 @@ where
             format!("webhook signature check failed: {why}"),
         );
     }
-    // `X-Amz-Invocation-Type: Event` (as API Gateway's asynchronous Lambda integration):
-    // the body is stored as the event of an asynchronous invocation, answered 202.
-    let asynchronous = parts
-        .headers
-        .get("x-amz-invocation-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("event"));
     if asynchronous {
         return enqueue(
             invoker,
@@ -233,17 +260,46 @@ where
         wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
     let request = Request::from_parts(parts, body);
     let name = function.name.to_string();
-    let result = invoker
-        .invoke(Invocation {
-            function,
-            trigger: Trigger::Http,
-            request_id: request_id.to_string(),
-            trace: trace.clone(),
-            request,
-            client_context: None,
-        })
-        .await;
-    let mut resp = respond(result, &name, request_id, options);
+    // A long response is sent on while the function writes it; the invocation then
+    // finishes (logs, usage, metrics) on its own task, whatever the client does.
+    let (head_tx, mut head_rx) = tokio::sync::oneshot::channel();
+    let streams = Streams {
+        request_body: wisp_invoker::SyncWrapper::new(request_body),
+        response: Some(wisp_invoker::ResponseStream {
+            after: if options.stream_bodies {
+                0
+            } else {
+                STREAM_AFTER
+            },
+            head: head_tx,
+        }),
+    };
+    let run_invoker = invoker.clone();
+    let (run_request_id, run_trace) = (request_id.to_string(), trace.clone());
+    let mut run = Box::pin(async move {
+        run_invoker
+            .invoke(Invocation {
+                function,
+                trigger: Trigger::Http,
+                request_id: run_request_id,
+                trace: run_trace,
+                request,
+                client_context: None,
+                streams,
+            })
+            .await
+    });
+    let mut resp = tokio::select! {
+        biased;
+        Ok(head) = &mut head_rx => {
+            tokio::spawn(run);
+            sanitize_function_response(head, &name, request_id, options)
+        }
+        result = &mut run => match head_rx.try_recv() {
+            Ok(head) => sanitize_function_response(head, &name, request_id, options),
+            Err(_) => respond(result, &name, request_id, options),
+        },
+    };
     if let Ok(v) = HeaderValue::from_str(&trace.trace_id) {
         resp.headers_mut().insert(TRACE_ID_HEADER, v);
     }
@@ -257,12 +313,12 @@ async fn enqueue(
     body: &Bytes,
     request_id: &str,
     options: Options,
-) -> Response<Full<Bytes>> {
+) -> Response<StreamBody> {
     use wisp_invoker::EnqueueError;
     match invoker.enqueue(function, body, headers).await {
         Ok(accepted) => {
             let body = serde_json::to_vec(&accepted).unwrap_or_default();
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            let mut resp = Response::new(full(Bytes::from(body)));
             *resp.status_mut() = StatusCode::ACCEPTED;
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -295,11 +351,11 @@ fn respond(
     name: &str,
     request_id: &str,
     options: Options,
-) -> Response<Full<Bytes>> {
+) -> Response<StreamBody> {
     match result {
         Ok(done) => match (done.outcome, done.response) {
             (Outcome::Success, Some(resp)) => {
-                sanitize_function_response(resp.map(Full::new), name, request_id, options)
+                sanitize_function_response(resp.map(full), name, request_id, options)
             }
             (Outcome::Throttled, _) => {
                 let why = format!(
@@ -366,7 +422,7 @@ fn platform_error(
     request_id: &str,
     options: Options,
     detail: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<StreamBody> {
     let generic = match status {
         StatusCode::GATEWAY_TIMEOUT => "Endpoint request timed out",
         s => s.canonical_reason().unwrap_or("Internal Server Error"),
@@ -404,11 +460,11 @@ const FRAMING_HEADERS: &[&str] = &[
 /// and an informational status (`101 Switching Protocols` and the like), which would
 /// hand the connection to the function, becomes a 502.
 pub fn sanitize_function_response(
-    mut resp: Response<Full<Bytes>>,
+    mut resp: Response<StreamBody>,
     name: &str,
     request_id: &str,
     options: Options,
-) -> Response<Full<Bytes>> {
+) -> Response<StreamBody> {
     if resp.status().is_informational() {
         let why = format!(
             "function `{name}` answered {}, which the gateway does not pass on",
@@ -490,12 +546,12 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn function_response(status: u16, headers: &[(&str, &str)]) -> Response<Full<Bytes>> {
+    fn function_response(status: u16, headers: &[(&str, &str)]) -> Response<StreamBody> {
         let mut b = Response::builder().status(status);
         for (n, v) in headers {
             b = b.header(*n, *v);
         }
-        b.body(Full::new(Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n")))
+        b.body(full(Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n")))
             .unwrap()
     }
 
@@ -551,6 +607,14 @@ mod tests {
         assert!(resp.headers().get("upgrade").is_none());
     }
 
+    fn text(resp: Response<StreamBody>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     #[test]
     fn platform_errors_are_generic_unless_in_development_mode() {
         let detail = "function `boom` failed: RuntimeError: db password is hunter2";
@@ -560,7 +624,7 @@ mod tests {
             Options::default(),
             detail,
         );
-        let body = format!("{:?}", public.body());
+        let body = text(public);
         assert!(!body.contains("hunter2"), "{body}");
         assert!(body.contains("Internal Server Error"), "{body}");
         let dev = platform_error(
@@ -568,16 +632,17 @@ mod tests {
             "req-1",
             Options {
                 expose_errors: true,
+                stream_bodies: false,
             },
             detail,
         );
-        assert!(format!("{:?}", dev.body()).contains("hunter2"));
+        assert!(text(dev).contains("hunter2"));
         let timeout = platform_error(
             StatusCode::GATEWAY_TIMEOUT,
             "req-1",
             Options::default(),
             detail,
         );
-        assert!(format!("{:?}", timeout.body()).contains("Endpoint request timed out"));
+        assert!(text(timeout).contains("Endpoint request timed out"));
     }
 }

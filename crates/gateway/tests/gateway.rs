@@ -7,7 +7,7 @@ use wisp_executor::{Executor, ExecutorConfig};
 use wisp_invoker::{Invoker, LogSink, Retention};
 use wisp_store::{ArtifactDir, SqliteStore, Store};
 
-async fn invoker(dir: &std::path::Path) -> Invoker {
+async fn invoker(dir: &std::path::Path) -> Arc<Invoker> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let exec = Arc::new(
         Executor::new(ExecutorConfig {
@@ -17,7 +17,7 @@ async fn invoker(dir: &std::path::Path) -> Invoker {
         .unwrap(),
     );
     let logs = LogSink::start(store.clone(), Retention::default());
-    Invoker::new(exec, None, store, ArtifactDir::open(dir).unwrap(), logs).unwrap()
+    Arc::new(Invoker::new(exec, None, store, ArtifactDir::open(dir).unwrap(), logs).unwrap())
 }
 
 #[tokio::test]

@@ -23,13 +23,16 @@ pub use recent::LastHour;
 pub use registry::{ActiveFunction, Registry};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+pub use sync_wrapper::SyncWrapper;
 use tokio::sync::OnceCell;
 use wisp_core::{
     Function, FunctionName, FunctionSpec, LogLine, LogStream, Outcome, Trigger, UsageRecord,
 };
+pub use wisp_executor::{BoxError, ResponseStream, StreamBody, full};
 use wisp_executor::{CompileError, Executor, InvocationContext, LoadedComponent};
 use wisp_native::{NativeExecutor, NativeFunction, NativePool};
 use wisp_store::{ArtifactDir, Store};
@@ -46,6 +49,31 @@ pub struct Invocation {
     /// Client context for a native function (JSON, as Lambda's `ClientContext`), handed to
     /// the runtime in `Lambda-Runtime-Client-Context`.
     pub client_context: Option<String>,
+    /// How the bodies stream; by default both are buffered.
+    pub streams: Streams,
+}
+
+/// How an HTTP invocation's bodies stream. The gateway sets them; every other trigger
+/// leaves both buffered.
+#[derive(Default)]
+pub struct Streams {
+    /// The request body as it arrives, for a WebAssembly function, which reads it as it
+    /// comes (`request`'s own body is then empty). A native function's event needs the
+    /// whole body, so it is collected first, up to the function's `max_body`. (Wrapped
+    /// so that an invocation can be shared by reference while it waits.)
+    pub request_body: sync_wrapper::SyncWrapper<Option<wisp_executor::StreamBody>>,
+    /// Where a response goes that is sent on while the function still writes it (see
+    /// [`wisp_executor::ResponseStream`]). Native functions' responses are whole.
+    pub response: Option<wisp_executor::ResponseStream>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams")
+            .field("request_body", &"..")
+            .field("response", &self.response)
+            .finish()
+    }
 }
 
 /// A function's scaling as `wisp ls` shows it.
@@ -535,8 +563,9 @@ impl Invoker {
     }
 
     /// Runs an invocation: concurrency limit, component, execution, logs.
-    pub async fn invoke(&self, inv: Invocation) -> Result<Completed, InvokeError> {
-        let f = &inv.function;
+    pub async fn invoke(&self, mut inv: Invocation) -> Result<Completed, InvokeError> {
+        let f = inv.function.clone();
+        let f = &f;
         let fm = f
             .metrics
             .get_or_init(|| self.metrics.function(f.name.as_str()));
@@ -594,6 +623,18 @@ impl Invoker {
         let _running = Running::start(fm, &self.running);
         let concurrency = self.running.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(pool) = &f.native {
+            if let Some(body) = inv.streams.request_body.get_mut().take() {
+                let limit = usize::try_from(f.spec.limits.max_body_bytes).unwrap_or(usize::MAX);
+                match collect_limited(body, limit).await {
+                    Ok(b) => *inv.request.body_mut() = b,
+                    Err(e) => {
+                        return Err(InvokeError::Unavailable {
+                            function: f.name.to_string(),
+                            message: format!("reading the request body: {e}"),
+                        });
+                    }
+                }
+            }
             return Ok(self.invoke_native(pool, &inv, fm, concurrency).await);
         }
         if f.spec.native.is_some() {
@@ -624,14 +665,21 @@ impl Invoker {
             outbound: self.outbound(f, &inv.trace),
         };
         let ts_ms = logs::now_ms();
-        let result = match &f.warm {
-            Some(pool) => {
-                self.executor
-                    .invoke_warm(&component, pool, inv.request, &ctx)
-                    .await
-            }
-            None => self.executor.invoke(&component, inv.request, &ctx).await,
+        let (parts, body) = inv.request.into_parts();
+        let body = match inv.streams.request_body.get_mut().take() {
+            Some(streaming) => streaming,
+            None => wisp_executor::full(body),
         };
+        let result = self
+            .executor
+            .invoke_streaming(
+                &component,
+                f.warm.as_deref(),
+                http::Request::from_parts(parts, body),
+                &ctx,
+                inv.streams.response.take(),
+            )
+            .await;
 
         let mut lines = Vec::new();
         let mut push = |stream: LogStream, text: &str| {
@@ -727,7 +775,6 @@ impl Invoker {
         wisp_executor::Outbound {
             services,
             traceparent: http::HeaderValue::from_str(&span.traceparent().header_value()).ok(),
-            max_body: OUTBOUND_MAX_BODY,
             caller: f.name.to_string(),
             buckets: f.spec.object_buckets.clone(),
         }
@@ -864,6 +911,7 @@ impl Invoker {
             trace,
             request: req,
             client_context: None,
+            streams: Streams::default(),
         })
         .await
     }
@@ -1197,9 +1245,26 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Largest request body a WebAssembly function may send to a node service (an object it
-/// writes, a call's body).
-pub const OUTBOUND_MAX_BODY: usize = 64 * 1024 * 1024;
+/// Reads a whole streamed body, up to `limit` bytes. (A plain function returning a boxed
+/// future, so the future that awaits it is provably `Send`.)
+fn collect_limited(
+    body: StreamBody,
+    limit: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, BoxError>> + Send>> {
+    Box::pin(async move {
+        let mut body = body;
+        let mut out = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(format!("the body is larger than {limit} bytes").into());
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out.freeze())
+    })
+}
 
 /// Header that carries the request id to the function and back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-wisp-request-id";

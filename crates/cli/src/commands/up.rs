@@ -723,6 +723,7 @@ impl Up {
         invoker.attach_events(events.clone());
         let gateway_options = wisp_gateway::Options {
             expose_errors: self.dev,
+            stream_bodies: false,
         };
         let limits = wisp_gateway::server::Limits {
             max_connections: self.max_connections,

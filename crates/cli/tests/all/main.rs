@@ -17,6 +17,7 @@ mod native;
 mod outbound;
 mod routing;
 mod scaling;
+mod streaming;
 mod strict_clients;
 mod thumbnails;
 mod traces;
