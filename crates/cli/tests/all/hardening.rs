@@ -574,10 +574,68 @@ fn a_deploy_keeps_what_wisp_scale_set_and_says_what_it_changed() {
     let m = manifest(&yaml("2"));
     let out = node.wisp(&["deploy", &arg(&m)]);
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("version 3 is live (changed: env ~V)"), "{err}");
+}
+
+#[test]
+fn wisp_versions_shows_what_each_version_changed_naming_env_variables_not_values() {
+    let node = Node::start();
+    let yaml = |timeout: &str, env: &str| {
+        format!(
+            "app: s\nfunctions:\n  echo:\n    source: {}\n    routes: [GET /e]\n    limits:\n      timeout: {timeout}\n    env:\n{env}",
+            src("echo")
+        )
+    };
+    let m = manifest(&yaml(
+        "30s",
+        "      DB_PASSWORD: hunter2\n      MODE: slow\n",
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    node.wisp_ok(&["scale", "echo", "--max", "50", "--provisioned", "1"]);
+    let m = manifest(&yaml(
+        "10s",
+        "      DB_PASSWORD: hunter3\n      REGION: eu\n",
+    ));
+    let out = node.wisp(&["deploy", &arg(&m)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("version 3 is live (changed: env values or triggers)"),
+        err.contains(
+            "version 3 is live (changed: env ~DB_PASSWORD, +REGION, -MODE, timeout 30s → 10s)"
+        ),
         "{err}"
     );
+    let vs: Value = serde_json::from_str(&node.wisp_ok(&["versions", "echo", "--json"])).unwrap();
+    let changes: Vec<Value> = vs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["changes"].clone())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            serde_json::json!([]),
+            serde_json::json!(["max_concurrency 100 → 50", "provisioned_concurrency 0 → 1"]),
+            serde_json::json!(["env ~DB_PASSWORD, +REGION, -MODE", "timeout 30s → 10s"]),
+        ],
+        "{vs}"
+    );
+    let table = node.wisp_ok(&["versions", "echo"]);
+    assert!(table.contains("CHANGES"), "{table}");
+    assert!(table.contains("first version"), "{table}");
+    assert!(
+        table.contains("max_concurrency 100 → 50; provisioned_concurrency 0 → 1"),
+        "{table}"
+    );
+    assert!(
+        table.contains("env ~DB_PASSWORD, +REGION, -MODE; timeout 30s → 10s"),
+        "{table}"
+    );
+    // Values never appear, in either form.
+    for text in [table.as_str(), &vs.to_string(), &err] {
+        assert!(!text.contains("hunter") && !text.contains("slow"), "{text}");
+    }
 }
 
 #[test]
