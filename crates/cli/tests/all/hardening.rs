@@ -708,12 +708,13 @@ fn completions_are_valid_shell_and_a_directory_without_a_manifest_says_what_to_w
     assert!(err.contains("docs/manifest.md"), "{err}");
 }
 
-/// Open file descriptors of process `pid`, and its soft limit (/proc/PID/limits).
+/// Open file descriptors of process `pid`, and its soft limit (/proc/PID/limits); a
+/// process that is gone has none (sandboxed processes die while they are counted).
 fn fds_and_limit(pid: u32) -> (usize, usize) {
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
     let limit = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))

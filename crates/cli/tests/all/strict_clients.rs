@@ -257,7 +257,10 @@ functions:
     assert!(text.contains("PaymentDeclined"), "{text}");
     // The instance survived its handler's errors (each call counted, the throwing ones too).
     let third = invoke(&node, "noderic", &json!({}));
-    assert_eq!(third["calls"], 5, "two answers and two errors before: {third}");
+    assert_eq!(
+        third["calls"], 5,
+        "two answers and two errors before: {third}"
+    );
     // Through the gateway: an API Gateway 2.0 event, any JSON answer a 200.
     let (status, body) = node.get("/noderic?x=1");
     assert_eq!(status, 200, "{body}");
