@@ -88,7 +88,17 @@ fn yes() -> bool {
 #[derive(Serialize)]
 pub struct DeployResponse {
     app: String,
-    changes: Vec<DeployChange>,
+    changes: Vec<DeployChangeInfo>,
+}
+
+/// One function's outcome, and for a new version what it changed against the version
+/// that served before (`wisp_core::spec_changes`: env names, never values).
+#[derive(Serialize)]
+pub struct DeployChangeInfo {
+    #[serde(flatten)]
+    change: DeployChange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<Vec<String>>,
 }
 
 /// The most a function's env may hold (names and values together), Lambda's 4 KB.
@@ -320,13 +330,17 @@ pub async fn deploy(
     let _guard = state.change_lock.lock().await;
     let store = state.invoker.store().clone();
     let budget_mb = state.invoker.capacity().budget_mb();
-    let req = blocking(move || {
+    let (req, before) = blocking(move || {
         let deployed = store.functions()?;
         validate(&req, &deployed, |sha| {
             store.has_artifact(sha).unwrap_or(false)
         })?;
         check_reservations(&req, &deployed, budget_mb)?;
-        Ok(req)
+        let before: std::collections::HashMap<String, wisp_core::FunctionSpec> = deployed
+            .into_iter()
+            .map(|f| (f.name.to_string(), f.active))
+            .collect();
+        Ok((req, before))
     })
     .await?;
     // Every function must be able to serve before anything is committed.
@@ -344,6 +358,19 @@ pub async fn deploy(
     .await?;
     state.invoker.reload().await.map_err(ApiError::internal)?;
     tracing::info!(app = %req.app, ?changes, "deployed");
+    let changes = changes
+        .into_iter()
+        .map(|change| {
+            let changed = match &change {
+                DeployChange::Created { function, .. } => before.get(function).and_then(|old| {
+                    let new = req.functions.iter().find(|f| f.name.as_str() == function)?;
+                    Some(wisp_core::spec_changes(old, new))
+                }),
+                _ => None,
+            };
+            DeployChangeInfo { change, changed }
+        })
+        .collect();
     Ok(Json(DeployResponse {
         app: req.app,
         changes,

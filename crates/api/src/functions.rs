@@ -120,6 +120,9 @@ pub struct VersionInfo {
     routes: Vec<RouteSpec>,
     limits: Limits,
     created_at_ms: i64,
+    /// What this version changed against the one before it (by number); empty for the
+    /// first. Env variables by name only.
+    changes: Vec<String>,
 }
 
 pub async fn versions(
@@ -130,15 +133,27 @@ pub async fn versions(
     let f = load(&state, &name).await?;
     let store = state.invoker.store().clone();
     let vs = blocking(move || Ok(store.versions(&name)?)).await?;
+    let mut vs = vs;
+    vs.sort_by_key(|v| v.number);
+    let changes: Vec<Vec<String>> = vs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match i {
+            0 => Vec::new(),
+            _ => wisp_core::spec_changes(&vs[i - 1].spec, &v.spec),
+        })
+        .collect();
     Ok(Json(
         vs.into_iter()
-            .map(|v| VersionInfo {
+            .zip(changes)
+            .map(|(v, changes)| VersionInfo {
                 number: v.number,
                 active: v.number == f.active_version,
                 artifact: v.spec.artifact,
                 routes: v.spec.routes,
                 limits: v.spec.limits,
                 created_at_ms: v.created_at_ms,
+                changes,
             })
             .collect(),
     ))

@@ -5,6 +5,7 @@
 //! way round.
 #![forbid(unsafe_code)]
 
+mod changes;
 mod limits;
 mod name;
 mod route;
@@ -12,6 +13,7 @@ mod runtime;
 mod trace;
 mod usage;
 
+pub use changes::spec_changes;
 pub use limits::{ByteSize, Limits, LimitsError, parse_byte_size, parse_duration_ms};
 pub use name::{FunctionName, NameError};
 pub use route::{Method, PathTemplate, RouteError, RouteMatch, RouteSpec, RouteTable, Segment};

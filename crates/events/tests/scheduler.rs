@@ -191,7 +191,17 @@ async fn run_schedules_fires_on_the_clock() {
         let _ = stopped.await;
     }));
     let settle = || tokio::time::sleep(Duration::from_millis(20));
-    settle().await;
+    // The scheduler has computed its next tick once it sleeps on the clock: only then may
+    // the clock move (a tick computed from the moved clock would be a minute later).
+    let asleep = || async {
+        let mut waited = 0;
+        while clock.sleepers() == 0 && waited < 1000 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            waited += 1;
+        }
+        assert!(clock.sleepers() > 0, "the scheduler never went to sleep");
+    };
+    asleep().await;
     for minute in 1..=3 {
         clock.set(t(&format!("2026-11-27T09:0{minute}:00Z")));
         // The scheduler task reacts on its own time: poll (bounded) rather than trust a
@@ -202,6 +212,7 @@ async fn run_schedules_fires_on_the_clock() {
             waited += 1;
         }
         assert_eq!(pending(&store).await, minute);
+        asleep().await;
     }
     let _ = stop.send(());
     run.await.unwrap();

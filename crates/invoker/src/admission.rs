@@ -245,7 +245,11 @@ mod tests {
         let (g, c) = (gate.clone(), cap.clone());
         let second =
             tokio::spawn(async move { admit(&g, &c, false, 128, q(100, 10)).await.map(drop) });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waited = tokio::time::Instant::now();
+        while gate.queued() != 1 && waited.elapsed() < Duration::from_secs(10) {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert_eq!(gate.queued(), 1);
         drop(first);
         assert!(

@@ -157,8 +157,13 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         tx.write_all(b"one\ntwo\n").await.unwrap();
         drop(tx);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let lines: Vec<String> = out.take().await.into_iter().map(|(_, l)| l).collect();
+        // The reader runs in the background: collect until both lines are in (bounded).
+        let mut lines: Vec<String> = Vec::new();
+        let waited = tokio::time::Instant::now();
+        while lines.len() < 2 && waited.elapsed() < Duration::from_secs(10) {
+            lines.extend(out.take().await.into_iter().map(|(_, l)| l));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(lines, ["one", "two"]);
     }
 }

@@ -128,6 +128,8 @@ async fn held_request(
     request: impl std::future::Future<Output = common::Resp> + Send + 'static,
 ) -> (Vec<String>, common::Resp) {
     let task = tokio::spawn(request);
+    // Not synchronisation: that no answer comes while the events are unacknowledged is
+    // what is checked, and only a span of time without one can show it.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!task.is_finished(), "answered before the sink acknowledged");
     let mut keys = sink.answer(n, result).await;

@@ -101,30 +101,117 @@ async fn run(spec: Spec) -> Output {
     finish(inst).await
 }
 
+/// The cgroup directories a sandbox named `id` gets, found as the library finds its
+/// hierarchies: cgroup v1 controllers (memory, pids, cpu, freezer) where any is mounted,
+/// else the cgroup v2 unified hierarchy.
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let mut dirs = Vec::new();
-    for line in own.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, ctrls, path) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
-        for c in ctrls
-            .split(',')
-            .filter(|c| ["memory", "pids", "cpu", "cpuacct"].contains(c))
-        {
-            dirs.push(
-                Path::new("/sys/fs/cgroup")
-                    .join(c)
-                    .join(path.trim_start_matches('/'))
-                    .join("wisp")
-                    .join(id),
-            );
+    cgroup_dirs_in(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        &std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+        id,
+    )
+}
+
+/// `cgroup_dirs` from the text of /proc/self/mountinfo and /proc/self/cgroup.
+fn cgroup_dirs_in(mountinfo: &str, own: &str, id: &str) -> Vec<PathBuf> {
+    const V1: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
+    // Our own cgroup per hierarchy: "4:memory:/a/b" (v1), "0::/a/b" (v2).
+    let own: Vec<(Vec<&str>, &str)> = own
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((ctrls.split(',').filter(|c| !c.is_empty()).collect(), path))
+        })
+        .collect();
+    let under = |mnt: &str, root: &str, path: &str| {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        Path::new(mnt)
+            .join(rel.trim_start_matches('/'))
+            .join("wisp")
+            .join(id)
+    };
+    let (mut v1, mut v2) = (Vec::new(), None);
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        let (Some(root), Some(mnt), Some(fstype)) = (left.get(3), left.get(4), right.first())
+        else {
+            continue;
+        };
+        match *fstype {
+            "cgroup" => {
+                let opts = right.get(2).copied().unwrap_or_default();
+                let Some(ctrl) = V1.iter().find(|c| opts.split(',').any(|o| o == **c)) else {
+                    continue;
+                };
+                let path = own
+                    .iter()
+                    .find(|(c, _)| c.contains(ctrl))
+                    .map_or("/", |(_, p)| *p);
+                v1.push(under(mnt, root, path));
+            }
+            "cgroup2" if v2.is_none() || *mnt == "/sys/fs/cgroup" => {
+                let path = own
+                    .iter()
+                    .find(|(c, _)| c.is_empty())
+                    .map_or("/", |(_, p)| *p);
+                v2 = Some(under(mnt, root, path));
+            }
+            _ => {}
         }
     }
-    dirs
+    if v1.is_empty() {
+        v2.into_iter().collect()
+    } else {
+        v1
+    }
+}
+
+#[test]
+fn cgroup_dirs_are_found_on_v1_and_v2_hosts() {
+    let v1_mounts = "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices
+39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
+41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+";
+    let v1_own = "9:pids:/\n6:freezer:/\n4:memory:/job/7\n2:cpu,cpuacct:/\n0::/\n";
+    assert_eq!(
+        cgroup_dirs_in(v1_mounts, v1_own, "f-1-1-n9"),
+        [
+            "/sys/fs/cgroup/cpu,cpuacct/wisp/f-1-1-n9",
+            "/sys/fs/cgroup/memory/job/7/wisp/f-1-1-n9",
+            "/sys/fs/cgroup/pids/wisp/f-1-1-n9",
+            "/sys/fs/cgroup/freezer/wisp/f-1-1-n9",
+        ]
+        .map(PathBuf::from)
+    );
+    // A v2-only host (systemd's default), the node in a delegated service cgroup; inside
+    // a container the mount's root is the container's own cgroup.
+    let v2_mounts = "30 23 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+    let v2_own = "0::/system.slice/wisp.service\n";
+    assert_eq!(
+        cgroup_dirs_in(v2_mounts, v2_own, "f-1-1-n9"),
+        [PathBuf::from(
+            "/sys/fs/cgroup/system.slice/wisp.service/wisp/f-1-1-n9"
+        )]
+    );
+    let in_container = "30 23 0:27 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+    assert_eq!(
+        cgroup_dirs_in(in_container, "0::/docker/abc/node\n", "x"),
+        [PathBuf::from("/sys/fs/cgroup/node/wisp/x")]
+    );
+    // This host: whatever it has, the directories exist once a sandbox is made (the
+    // other tests check that); here only that something is found when cgroups are used.
+    if !lacks("cgroup_memory") {
+        assert!(!cgroup_dirs("probe").is_empty());
+    }
 }
 
 /// Host pids whose real uid is `uid`.

@@ -184,12 +184,25 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
         let f = c["function"].as_str().unwrap_or("?");
         match c["action"].as_str() {
             Some("created") => {
-                let changed = specs
-                    .iter()
-                    .find(|s| s.name.as_str() == f)
-                    .zip(previous.get(f))
-                    .map(|(spec, old)| what_changed(old, spec))
-                    .unwrap_or_default();
+                // The node compares the stored specs (env by name); an older node does not
+                // say, and then the client's view of the deployed function is compared.
+                let changed: Vec<String> = match c["changed"].as_array() {
+                    Some(list) => list
+                        .iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect(),
+                    None => specs
+                        .iter()
+                        .find(|s| s.name.as_str() == f)
+                        .zip(previous.get(f))
+                        .map(|(spec, old)| {
+                            what_changed(old, spec)
+                                .into_iter()
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                };
                 if changed.is_empty() {
                     progress(format!("{f}: version {} is live", c["version"]));
                 } else {

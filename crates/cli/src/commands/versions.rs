@@ -51,10 +51,28 @@ impl Versions {
                                 .join(", ")
                         })
                         .unwrap_or_default(),
+                    changes(v),
                 ]
             })
             .collect();
-        table(&["VERSION", "CREATED", "ARTIFACT", "ROUTES"], &rows);
+        table(
+            &["VERSION", "CREATED", "ARTIFACT", "ROUTES", "CHANGES"],
+            &rows,
+        );
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The CHANGES cell: what the version changed against the one before it.
+fn changes(v: &serde_json::Value) -> String {
+    match v["changes"].as_array() {
+        _ if v["number"] == 1 => "first version".into(),
+        Some(c) if c.is_empty() => "nothing (same spec)".into(),
+        Some(c) => c
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        None => String::new(),
     }
 }

@@ -134,11 +134,21 @@ fn redeploy_under_load_fails_no_request() {
             })
         })
         .collect();
+    // Requests are answered before, between and after the deploys: each step waits until
+    // the workers have had another 30 answers (bounded).
+    let more_answers = || {
+        let mark = ok.load(Ordering::Relaxed);
+        wait_until(
+            "the load to get 30 more answers",
+            Duration::from_secs(30),
+            || (ok.load(Ordering::Relaxed) >= mark + 30).then_some(()),
+        );
+    };
     for m in [&b, &a, &b] {
-        std::thread::sleep(Duration::from_millis(300));
+        more_answers();
         node.wisp_ok(&["deploy", &arg(m)]);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    more_answers();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();

@@ -576,10 +576,68 @@ fn a_deploy_keeps_what_wisp_scale_set_and_says_what_it_changed() {
     let m = manifest(&yaml("2"));
     let out = node.wisp(&["deploy", &arg(&m)]);
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("version 3 is live (changed: env ~V)"), "{err}");
+}
+
+#[test]
+fn wisp_versions_shows_what_each_version_changed_naming_env_variables_not_values() {
+    let node = Node::start();
+    let yaml = |timeout: &str, env: &str| {
+        format!(
+            "app: s\nfunctions:\n  echo:\n    source: {}\n    routes: [GET /e]\n    limits:\n      timeout: {timeout}\n    env:\n{env}",
+            src("echo")
+        )
+    };
+    let m = manifest(&yaml(
+        "30s",
+        "      DB_PASSWORD: hunter2\n      MODE: slow\n",
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    node.wisp_ok(&["scale", "echo", "--max", "50", "--provisioned", "1"]);
+    let m = manifest(&yaml(
+        "10s",
+        "      DB_PASSWORD: hunter3\n      REGION: eu\n",
+    ));
+    let out = node.wisp(&["deploy", &arg(&m)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("version 3 is live (changed: env values or triggers)"),
+        err.contains(
+            "version 3 is live (changed: env ~DB_PASSWORD, +REGION, -MODE, timeout 30s → 10s)"
+        ),
         "{err}"
     );
+    let vs: Value = serde_json::from_str(&node.wisp_ok(&["versions", "echo", "--json"])).unwrap();
+    let changes: Vec<Value> = vs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["changes"].clone())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            serde_json::json!([]),
+            serde_json::json!(["max_concurrency 100 → 50", "provisioned_concurrency 0 → 1"]),
+            serde_json::json!(["env ~DB_PASSWORD, +REGION, -MODE", "timeout 30s → 10s"]),
+        ],
+        "{vs}"
+    );
+    let table = node.wisp_ok(&["versions", "echo"]);
+    assert!(table.contains("CHANGES"), "{table}");
+    assert!(table.contains("first version"), "{table}");
+    assert!(
+        table.contains("max_concurrency 100 → 50; provisioned_concurrency 0 → 1"),
+        "{table}"
+    );
+    assert!(
+        table.contains("env ~DB_PASSWORD, +REGION, -MODE; timeout 30s → 10s"),
+        "{table}"
+    );
+    // Values never appear, in either form.
+    for text in [table.as_str(), &vs.to_string(), &err] {
+        assert!(!text.contains("hunter") && !text.contains("slow"), "{text}");
+    }
 }
 
 #[test]
@@ -650,4 +708,152 @@ fn completions_are_valid_shell_and_a_directory_without_a_manifest_says_what_to_w
     let err = node.wisp_err(&["deploy", &empty.path().display().to_string()]);
     assert!(err.contains("wisp.yaml not found"), "{err}");
     assert!(err.contains("docs/manifest.md"), "{err}");
+}
+
+/// Open file descriptors of process `pid`, and its soft limit (/proc/PID/limits); a
+/// process that is gone has none (sandboxed processes die while they are counted).
+fn fds_and_limit(pid: u32) -> (usize, usize) {
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let limit = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    (open, limit)
+}
+
+/// Item 5's probe: a `network: false` handler forks 25 processes that each open up to
+/// 1,000 connections to its Runtime API address. Meanwhile another function on the node
+/// answers over HTTP and the platform API answers, promptly; the node's own descriptors
+/// stay far below its limit; and when the invocation times out every attacker dies.
+#[test]
+fn a_function_flooding_its_runtime_api_with_connections_cannot_stall_the_node() {
+    let node = Node::start();
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        r#"import os, socket, time
+
+def handler(event, context):
+    host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].rsplit(":", 1)
+    for _ in range(25):
+        try:
+            pid = os.fork()
+        except OSError:
+            break
+        if pid == 0:
+            held = []
+            for _ in range(1000):
+                try:
+                    s = socket.socket()
+                    s.setblocking(False)
+                    try:
+                        s.connect((host, int(port)))
+                    except BlockingIOError:
+                        pass
+                    held.append(s)
+                except OSError:
+                    time.sleep(0.01)  # out of descriptors: keep what is held
+            time.sleep(600)
+            os._exit(0)
+    time.sleep(600)
+"#,
+    )
+    .unwrap();
+    let m = manifest(&with_host_runtimes(&format!(
+        r#"app: flood
+functions:
+  attacker:
+    source: {dir}
+    runtime: python3.11
+    handler: app.handler
+    limits:
+      timeout: 10s
+      memory: 512MiB
+  other:
+    source: {echo}
+    routes: [GET /other]
+"#,
+        dir = code.path().display(),
+        echo = src("echo"),
+    )));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    let pid = node.child.as_ref().unwrap().id();
+    let (baseline, limit) = fds_and_limit(pid);
+    assert_eq!(node.get("/other").0, 200);
+
+    let (api, data_dir) = (node.api.clone(), node.data_dir.clone());
+    let attack = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .args(["invoke", "attacker", "-d", "{}", "--json"])
+            .env("WISP_API", &api)
+            .env("WISP_DATA_DIR", &data_dir)
+            .output()
+            .unwrap()
+    });
+    wait_running(&node, "attacker");
+    // The attack is under way once the sandbox holds thousands of sockets.
+    let sandbox_fds = || {
+        sandboxed_pids(pid)
+            .iter()
+            .map(|p| fds_and_limit(*p).0)
+            .sum::<usize>()
+    };
+    wait_until(
+        "the attacker's processes to hold 2,000 sockets",
+        Duration::from_secs(8),
+        || (sandbox_fds() >= 2000).then_some(()),
+    );
+    // While it lasts (the call times out after 10 s): the other function and the API
+    // answer within a generous bound, and the node's descriptors stay far from its limit.
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (mut slowest, mut most_fds, mut rounds, mut held) = (Duration::ZERO, 0, 0, 0);
+    while !attack.is_finished() && running(&node, "attacker") > 0 {
+        let t = std::time::Instant::now();
+        let r = c
+            .get(node.url("/other"))
+            .send()
+            .expect("the gateway answers");
+        assert_eq!(r.status(), 200);
+        let r = c
+            .get(format!("{}/v1/functions", node.api))
+            .bearer_auth(node.token())
+            .send()
+            .expect("the API answers");
+        assert_eq!(r.status(), 200);
+        slowest = slowest.max(t.elapsed());
+        most_fds = most_fds.max(fds_and_limit(pid).0);
+        held = held.max(sandbox_fds());
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = attack.join().unwrap();
+    let failed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(failed["outcome"], "timeout", "{failed}");
+    eprintln!(
+        "flood: {rounds} rounds, slowest gateway + API round {slowest:?}, node fds {baseline} -> at most {most_fds} (limit {limit}); attacker held {held}"
+    );
+    assert!(rounds >= 5, "the attack was measured: {rounds} rounds");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "the node stalled under the attack: {slowest:?}"
+    );
+    assert!(
+        most_fds < baseline + 500 && most_fds < limit / 4,
+        "the node's descriptors grew from {baseline} to {most_fds} (limit {limit})"
+    );
+    // The timed-out instance was killed: every attacker process is gone.
+    wait_until(
+        "every attacker process to die",
+        Duration::from_secs(10),
+        || (sandboxed_processes(pid) == 0).then_some(()),
+    );
+    assert_eq!(node.get("/other").0, 200);
 }

@@ -380,15 +380,22 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
 /// Waits (bounded) until `function` has an invocation running on `node`, from the
 /// node's own `wisp_concurrent_executions` gauge.
 pub fn wait_running(node: &Node, function: &str) {
+    wait_running_n(node, function, 1);
+}
+
+/// How many invocations of `function` are running on `node` now (its
+/// `wisp_concurrent_executions` gauge).
+pub fn running(node: &Node, function: &str) -> usize {
+    let m = crate::metrics::scrape(node);
+    crate::metrics::value(&m, "wisp_concurrent_executions", &[("function", function)]) as usize
+}
+
+/// Waits (bounded) until at least `n` invocations of `function` are running on `node`.
+pub fn wait_running_n(node: &Node, function: &str, n: usize) {
     wait_until(
-        &format!("an invocation of {function} to be running"),
+        &format!("{n} invocations of {function} to be running"),
         Duration::from_secs(30),
-        || {
-            let m = crate::metrics::scrape(node);
-            (crate::metrics::value(&m, "wisp_concurrent_executions", &[("function", function)])
-                >= 1.0)
-                .then_some(())
-        },
+        || (running(node, function) >= n).then_some(()),
     );
 }
 

@@ -105,25 +105,29 @@ fn logs_follow_prints_new_lines_as_they_come() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let r = client()
-        .put(node.url("/echo"))
-        .body("followed")
-        .send()
-        .unwrap();
-    let rid = r.headers()["x-wisp-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The follower connects at some point after it starts: call the function every
+    // 300 ms until one call's line arrives through it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut sent = Vec::new();
     let mut seen = false;
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
-            && line.contains(&rid)
-            && line.contains("echo: PUT /echo")
-        {
-            seen = true;
-            break;
+    while !seen && Instant::now() < deadline {
+        let r = client()
+            .put(node.url("/echo"))
+            .body("followed")
+            .send()
+            .unwrap();
+        sent.push(
+            r.headers()["x-wisp-request-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        let until = Instant::now() + Duration::from_millis(300);
+        while let Ok(line) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            if line.contains("echo: PUT /echo") && sent.iter().any(|rid| line.contains(rid)) {
+                seen = true;
+                break;
+            }
         }
     }
     let _ = follower.kill();

@@ -276,7 +276,16 @@ functions:
     assert_eq!(ctx["function_name"], "rusty");
     assert_eq!(ctx["memory"], 64);
     assert_eq!(ctx["version"], "1");
-    assert!(ctx["deadline"].as_u64().unwrap() > 0);
+    // The deadline is the call's start plus the default 30 s timeout, in ms since the epoch.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let deadline = ctx["deadline"].as_u64().unwrap();
+    assert!(
+        deadline > now_ms + 20_000 && deadline <= now_ms + 30_000,
+        "deadline {deadline} is not about 30 s after {now_ms}"
+    );
     assert!(
         ctx["xray_trace_id"]
             .as_str()
@@ -312,6 +321,13 @@ functions:
     limits:
       timeout: 1s
       memory: 128MiB
+  pair:
+    source: {echo}
+    runtime: python3.11
+    handler: app.handler
+    limits:
+      timeout: 20s
+      memory: 128MiB
 "#,
         echo = native("python-echo"),
     )));
@@ -320,25 +336,35 @@ functions:
     assert_eq!(warm["count"], 1);
 
     // Two at once: the busy instance serves one, a second instance starts for the other.
+    // The first call is known to be running from the node's gauge, and it is still
+    // running when the second one has been answered.
     let n2 = (node.api.clone(), node.data_dir.clone());
-    let other = std::thread::spawn(move || {
+    let held = std::thread::spawn(move || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .args(["invoke", "slow", "-d", r#"{"sleep_ms": 400}"#])
+            .args(["invoke", "pair", "-d", r#"{"sleep_ms": 6000}"#])
             .env("WISP_API", &n2.0)
             .env("WISP_DATA_DIR", &n2.1)
             .output()
             .unwrap();
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     });
-    let mine = invoke(&node, "slow", &json!({"sleep_ms": 400}));
-    let theirs = other.join().unwrap();
+    wait_running(&node, "pair");
+    let second = invoke(&node, "pair", &json!({}));
+    assert!(
+        !held.is_finished(),
+        "the first call should still be running when the second is answered"
+    );
+    let first = held.join().unwrap();
     assert_ne!(
-        instance(&mine),
-        instance(&theirs),
+        instance(&first),
+        instance(&second),
         "two concurrent calls, two instances"
     );
+    assert_eq!(first["count"], 1, "{first}");
+    assert_eq!(second["count"], 1, "a fresh instance: {second}");
 
     // Past its timeout the instance is killed; the caller gets Sandbox.Timedout / 504.
+    // `slow` has one instance (`warm`'s), idle, so the call runs there.
     let timed_out = invoke_failing(&node, "slow", &json!({"sleep_ms": 5000}));
     assert_eq!(timed_out["outcome"], "timeout", "{timed_out}");
     assert_eq!(timed_out["status"], 504, "{timed_out}");
@@ -348,11 +374,17 @@ functions:
         error.contains("Task timed out after 1.00 seconds"),
         "{error}"
     );
-    // The next call gets a fresh instance or the other warm one, never the killed one.
+    // The next call gets a fresh instance, never the killed one.
     let after = invoke(&node, "slow", &json!({}));
-    assert!(after["count"].as_i64().unwrap() >= 1);
+    assert_ne!(
+        instance(&after),
+        instance(&warm),
+        "the killed instance served"
+    );
+    assert_eq!(after["count"], 1, "module state starts over: {after}");
 
-    // Growing past the memory limit kills the instance: reported as out of memory.
+    // Growing past the memory limit kills the instance (`after`'s, the only one):
+    // reported as out of memory, and the next call gets a fresh instance.
     let oom = invoke_failing(&node, "slow", &json!({"alloc_mb": 400}));
     assert_eq!(oom["outcome"], "out_of_memory", "{oom}");
     assert!(
@@ -363,7 +395,12 @@ functions:
         "{oom}"
     );
     let fine = invoke(&node, "slow", &json!({}));
-    assert!(fine["count"].as_i64().unwrap() >= 1);
+    assert_ne!(
+        instance(&fine),
+        instance(&after),
+        "the killed instance served"
+    );
+    assert_eq!(fine["count"], 1, "module state starts over: {fine}");
     let text = logs(&node, "slow");
     assert!(text.contains("Status: timeout"), "{text}");
 }

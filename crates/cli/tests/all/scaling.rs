@@ -113,14 +113,20 @@ functions:
         let (api, token) = (node.api.clone(), node.token());
         std::thread::spawn(move || {
             let n = Node::attach(&api, &token);
-            flood(&n, "noisy", &json!({"sleep_ms": 1500}), 8)
+            flood(&n, "noisy", &json!({"sleep_ms": 5000}), 8)
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // The node is full once both of noisy's calls run (its gauge says so).
+    wait_running_n(&node, "noisy", 2);
     let vip = flood(&node, "vip", &json!({"sleep_ms": 100}), 2);
     assert!(
         vip.iter().all(|(s, _)| *s == 200),
         "the reservation is the VIP's even with the node full: {vip:?}"
+    );
+    assert_eq!(
+        running(&node, "noisy"),
+        2,
+        "noisy still filled the node while the VIP's calls ran"
     );
     let noisy = noisy.join().unwrap();
     let ok = noisy.iter().filter(|(s, _)| *s == 200).count();
@@ -222,8 +228,15 @@ functions:
     };
     // Two instances, before anyone called.
     wait_for(2);
-    // Give them a moment to finish their init, then the first call is warm.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once both have finished their init they are idle, and the first call is warm.
+    wait_until(
+        "both provisioned instances to be idle",
+        Duration::from_secs(15),
+        || {
+            let ls: Value = serde_json::from_str(&node.wisp_ok(&["ls", "--json"])).unwrap();
+            (ls[0]["scaling"]["idle"] == 2).then_some(())
+        },
+    );
     node.wisp_ok(&["invoke", "ready", "-d", "{}"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     let logs = loop {
@@ -324,8 +337,15 @@ functions:
             std::thread::sleep(Duration::from_millis(10));
         }
         node.wisp_ok(&["invoke", "tick", "-d", "{}"]);
-        std::thread::sleep(Duration::from_millis(800));
-        between.push(sandboxed_processes(pid));
+        // Whether the instance was stopped within 800 ms of the call (polled: a learned
+        // period stops it at once; the keep-alive of the first calls keeps it running).
+        let stopped_by = Instant::now() + Duration::from_millis(800);
+        let mut left = sandboxed_processes(pid);
+        while left > 0 && Instant::now() < stopped_by {
+            std::thread::sleep(Duration::from_millis(20));
+            left = sandboxed_processes(pid);
+        }
+        between.push(left);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let logs = loop {
@@ -392,6 +412,8 @@ fn idle_wasm_code_is_unloaded_and_mapped_again_without_recompiling() {
     assert_eq!(node.get("/wz").0, 200);
     assert_eq!(node.get("/wz").0, 200);
     let after_calls = cold(&node);
+    // Not synchronisation: the idle time passing (past --unload-after) is what is tested,
+    // and nothing outside the node shows the unload until the next call.
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(node.get("/wz").0, 200);
     assert_eq!(

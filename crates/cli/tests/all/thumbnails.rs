@@ -44,7 +44,9 @@ s3.create_bucket(Bucket="photos")
 s3.create_bucket(Bucket="thumbnails")
 s3.put_object(Bucket="photos", Key="cats/tom.png", Body=png(640, 480), ContentType="image/png")
 s3.put_object(Bucket="photos", Key="cats/notes.txt", Body=b"not a photo")
-want = ["128/cats/tom.png", "512/cats/tom.png"]
+# One more photo after notes.txt: its event is dispatched after any event of notes.txt.
+s3.put_object(Bucket="photos", Key="cats/zoe.png", Body=png(320, 240), ContentType="image/png")
+want = ["128/cats/tom.png", "128/cats/zoe.png", "512/cats/tom.png", "512/cats/zoe.png"]
 deadline = time.time() + 120
 while True:
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="thumbnails").get("Contents", []))
@@ -52,10 +54,8 @@ while True:
         break
     assert time.time() < deadline, f"no thumbnails after 2 minutes: {keys}"
     time.sleep(0.5)
-time.sleep(1)  # anything else (a thumbnail of notes.txt) would have arrived by now
-keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="thumbnails").get("Contents", []))
 sizes = {}
-for k in want:
+for k in ["128/cats/tom.png", "512/cats/tom.png"]:
     obj = s3.get_object(Bucket="thumbnails", Key=k)
     assert obj["ContentType"] == "image/png", obj["ContentType"]
     sizes[k] = check_png(obj["Body"].read())
@@ -86,8 +86,26 @@ fn an_uploaded_photo_gets_smaller_thumbnails_in_the_other_bucket() {
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         result["keys"],
-        serde_json::json!(["128/cats/tom.png", "512/cats/tom.png"]),
-        "one copy per size, nothing for notes.txt: {result}"
+        serde_json::json!([
+            "128/cats/tom.png",
+            "128/cats/zoe.png",
+            "512/cats/tom.png",
+            "512/cats/zoe.png"
+        ]),
+        "one copy per size of each photo: {result}"
+    );
+    // notes.txt ran nothing: once nothing runs (an event of notes.txt would have been
+    // dispatched before zoe.png's), the function ran exactly twice.
+    wait_until(
+        "the thumbnailer to be idle",
+        std::time::Duration::from_secs(30),
+        || (running(&node, "thumbnailer") == 0).then_some(()),
+    );
+    let m = crate::metrics::scrape(&node);
+    assert_eq!(
+        crate::metrics::value(&m, "wisp_invocations_total", &[("function", "thumbnailer")]),
+        2.0,
+        "one invocation per photo, none for notes.txt"
     );
     // Smaller, with the photo's 4:3 aspect ratio.
     assert_eq!(

@@ -108,24 +108,31 @@ functions:
         let billed = row["billed_ms"].as_f64().unwrap();
         (row["cpu_ms"].as_f64().unwrap(), billed)
     };
-    // A guest spinning until its timeout uses CPU for most of it; a sleeping one hardly
-    // any, though it is billed for the wall time.
+    // Correctness only: how close CPU time comes to the ideal (the spinning guest's share
+    // of its 600 ms, the overhead a sleeping call is charged) depends on the machine's
+    // load, and `bench/run` measures and reports it (its `metering` scenario).
+    // A guest spinning until its timeout uses CPU, never more than its wall time; a
+    // sleeping one far less than its wall time, though it is billed for all of it.
     let (spin, spin_billed) = cpu("spin");
     assert!(
-        spin >= 200.0 && spin <= spin_billed + 50.0,
+        spin >= 60.0 && spin <= spin_billed + 50.0,
         "spin: {spin} of {spin_billed}"
     );
     let (nap, nap_billed) = cpu("nap");
     assert!(
-        nap_billed >= 400.0 && nap < 100.0,
-        "nap: {nap} of {nap_billed}"
+        nap_billed >= 400.0 && nap < nap_billed / 2.0 && nap < spin,
+        "nap: {nap} of {nap_billed} (spin {spin})"
     );
     // Native: the sandbox's cgroup, per invocation (the runtime's start is not counted).
-    let (burn, _) = cpu("burn");
-    assert!(burn >= 350.0, "burn_ms 400 used {burn} ms of CPU");
+    // burn_ms spins until the process has used 400 ms more CPU, whatever the load.
+    let (burn, burn_billed) = cpu("burn");
+    assert!(
+        burn >= 350.0 && burn <= burn_billed + 50.0,
+        "burn_ms 400 used {burn} ms of CPU in {burn_billed} ms"
+    );
     let (rest, rest_billed) = cpu("rest");
     assert!(
-        rest_billed >= 400.0 && rest < 150.0,
+        rest_billed >= 400.0 && rest < rest_billed / 2.0 && rest < burn,
         "rest: {rest} of {rest_billed}"
     );
     let text = node.wisp_ok(&["usage"]);
