@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run a node: functions on 127.0.0.1:8080, the platform API on 127.0.0.1:8081.
     Up(Box<commands::up::Up>),
+    /// Make a new function directory from a template (`wisp new --list`).
+    New(commands::new::New),
     /// Build, upload and deploy the functions of a wisp.yaml.
     Deploy(commands::deploy::Deploy),
     /// List deployed functions with their versions and routes.
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Up(c) => c.execute().await,
+            Command::New(c) => c.execute().await,
             Command::Deploy(c) => c.execute().await,
             Command::Ls(c) => c.execute().await,
             Command::Invoke(c) => c.execute().await,

@@ -73,8 +73,10 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
     let path = manifest_path(manifest);
     if !path.exists() {
         anyhow::bail!(
-            "{} not found: a directory to deploy needs a wisp.yaml naming its functions \
-             (see docs/manifest.md; `app: NAME` and `functions: {{NAME: {{source: ., routes: [GET /x]}}}}` are enough), \
+            "{} not found: a directory to deploy needs a wisp.yaml naming its functions. \
+             Start one with `wisp new NAME --template rust|python|node|js-wasm|python-wasm` \
+             (`wisp new --list` describes them), or write it by hand (docs/manifest.md; \
+             `app: NAME` and `functions: {{NAME: {{source: ., routes: [GET /x]}}}}` are enough); \
              or pass the manifest's path",
             path.display()
         );
@@ -99,11 +101,22 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             }
             None => {
                 let prebuilt = f.source.path().extension().is_some_and(|e| e == "wasm");
-                let verb = if prebuilt { "reading" } else { "building from" };
-                progress(format!("{}: {verb} {}", f.name, f.source));
-                let wasm = tokio::task::spawn_blocking(move || component_bytes(&name, &source))
-                    .await
-                    .context("build task")??;
+                match &f.build {
+                    Some(b) => progress(format!(
+                        "{}: building with `{}` in {}",
+                        f.name,
+                        b.command,
+                        f.source.path().display()
+                    )),
+                    None if prebuilt => progress(format!("{}: reading {}", f.name, f.source)),
+                    None => progress(format!("{}: building from {}", f.name, f.source)),
+                }
+                let build = f.build.clone();
+                let wasm = tokio::task::spawn_blocking(move || {
+                    component_bytes(&name, &source, build.as_ref())
+                })
+                .await
+                .context("build task")??;
                 (wasm, "application/wasm")
             }
         };

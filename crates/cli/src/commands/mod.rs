@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod invoke;
 pub mod logs;
 pub mod ls;
+pub mod new;
 pub mod queue;
 pub mod rm;
 pub mod rollback;

@@ -16,6 +16,7 @@ mod metrics;
 mod native;
 mod outbound;
 mod routing;
+mod scaffold;
 mod scaling;
 mod strict_clients;
 mod thumbnails;
