@@ -30,7 +30,9 @@ enum Command {
     New(commands::new::New),
     /// Build, upload and deploy the functions of a wisp.yaml.
     Deploy(commands::deploy::Deploy),
-    /// List deployed functions with their versions and routes.
+    /// Show a function: version, kind, limits, scaling, env names and every trigger.
+    Describe(commands::describe::Describe),
+    /// List deployed functions with their versions and triggers.
     Ls(commands::ls::Ls),
     /// Invoke a function with a payload and print its response.
     Invoke(commands::invoke::Invoke),
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Command::New(c) => c.execute().await,
             Command::Deploy(c) => c.execute().await,
             Command::Ls(c) => c.execute().await,
+            Command::Describe(c) => c.execute().await,
             Command::Invoke(c) => c.execute().await,
             Command::Logs(c) => c.execute().await,
             Command::Dlq(c) => c.execute().await,

@@ -1,5 +1,6 @@
 pub mod cost;
 pub mod deploy;
+pub mod describe;
 pub mod dlq;
 pub mod doctor;
 pub mod invoke;

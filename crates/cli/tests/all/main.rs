@@ -6,6 +6,7 @@ mod harness;
 
 mod conformance;
 mod deploy;
+mod describe;
 mod errors;
 mod events;
 mod hardening;
