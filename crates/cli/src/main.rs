@@ -28,6 +28,9 @@ enum Command {
     Up(Box<commands::up::Up>),
     /// Make a new function directory from a template (`wisp new --list`).
     New(commands::new::New),
+    /// Deploy a directory, then redeploy it on every saved change while showing its logs
+    /// (starts a node for the session when none is running).
+    Dev(commands::dev::Dev),
     /// Build, upload and deploy the functions of a wisp.yaml.
     Deploy(commands::deploy::Deploy),
     /// Show a function: version, kind, limits, scaling, env names and every trigger.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             }
             Command::Up(c) => c.execute().await,
             Command::New(c) => c.execute().await,
+            Command::Dev(c) => c.execute().await,
             Command::Deploy(c) => c.execute().await,
             Command::Ls(c) => c.execute().await,
             Command::Describe(c) => c.execute().await,

@@ -59,6 +59,18 @@ pub fn manifest_path(p: &Path) -> PathBuf {
     }
 }
 
+/// The error for a directory (or path) without its wisp.yaml: how to make one.
+pub fn missing_manifest(path: &Path) -> String {
+    format!(
+        "{} not found: a directory to deploy needs a wisp.yaml naming its functions. \
+             Start one with `wisp new NAME --template rust|python|node|js-wasm|python-wasm` \
+             (`wisp new --list` describes them), or write it by hand (docs/manifest.md; \
+             `app: NAME` and `functions: {{NAME: {{source: ., routes: [GET /x]}}}}` are enough); \
+             or pass the manifest's path",
+        path.display()
+    )
+}
+
 /// Deploys one manifest through the API; progress goes to stderr.
 pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<DeployResult> {
     let started = Instant::now();
@@ -72,14 +84,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
         .collect();
     let path = manifest_path(manifest);
     if !path.exists() {
-        anyhow::bail!(
-            "{} not found: a directory to deploy needs a wisp.yaml naming its functions. \
-             Start one with `wisp new NAME --template rust|python|node|js-wasm|python-wasm` \
-             (`wisp new --list` describes them), or write it by hand (docs/manifest.md; \
-             `app: NAME` and `functions: {{NAME: {{source: ., routes: [GET /x]}}}}` are enough); \
-             or pass the manifest's path",
-            path.display()
-        );
+        anyhow::bail!("{}", missing_manifest(&path));
     }
     let manifest = wisp_manifest::load(&path).map_err(anyhow::Error::msg)?;
     let mut specs = Vec::new();

@@ -1,6 +1,7 @@
 pub mod cost;
 pub mod deploy;
 pub mod describe;
+pub mod dev;
 pub mod dlq;
 pub mod doctor;
 pub mod invoke;

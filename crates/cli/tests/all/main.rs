@@ -7,6 +7,7 @@ mod harness;
 mod conformance;
 mod deploy;
 mod describe;
+mod dev;
 mod errors;
 mod events;
 mod hardening;
