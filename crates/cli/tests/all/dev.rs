@@ -164,3 +164,53 @@ fn dev_starts_a_node_redeploys_on_save_streams_logs_and_stops_on_ctrl_c() {
         (!alive(node_pid)).then_some(())
     });
 }
+
+/// With a node running, `wisp dev` deploys to it (found as every command finds it) and
+/// starts none; a change to the manifest is a redeploy too.
+#[test]
+fn dev_uses_the_running_node() {
+    let node = Node::start();
+    let work = tempfile::tempdir().unwrap();
+    let out = node.wisp_in(work.path(), &["new", "devnode", "--template", "node"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = work.path().join("devnode");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["dev"])
+        .arg(&app)
+        .env("WISP_API", &node.api)
+        .env("WISP_DATA_DIR", &node.data_dir)
+        .env_remove("WISP_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    collect(dev.stderr.take().unwrap(), stderr.clone());
+    wait_until("the first deploy", Duration::from_secs(60), || {
+        (node.get("/devnode").0 == 200).then_some(())
+    });
+    // A new route in wisp.yaml: redeployed.
+    let yaml_path = app.join("wisp.yaml");
+    let yaml = std::fs::read_to_string(&yaml_path).unwrap();
+    std::fs::write(
+        &yaml_path,
+        yaml.replace(
+            "      - GET /devnode\n",
+            "      - GET /devnode\n      - GET /devnode/too\n",
+        ),
+    )
+    .unwrap();
+    wait_until("the new route", Duration::from_secs(60), || {
+        (node.get("/devnode/too").0 == 200).then_some(())
+    });
+    let said = stderr.lock().unwrap().clone();
+    assert!(!said.contains("started one"), "{said}");
+    assert!(!app.join(".wisp").exists(), "no node of its own: {said}");
+    let _ = dev.kill();
+    let _ = dev.wait();
+}
