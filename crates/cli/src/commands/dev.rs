@@ -7,7 +7,7 @@ use crate::commands::deploy::{self, manifest_path};
 use crate::commands::logs;
 use crate::output::progress;
 use anyhow::{Context, Result, bail};
-use notify::{EventKind, RecursiveMode, Watcher as _};
+use notify::{EventKind, RecursiveMode};
 use reqwest::Method;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ impl Dev {
         let functions: Arc<Mutex<HashSet<String>>> = Arc::default();
         tokio::spawn(stream_logs(client.clone(), functions.clone()));
 
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         let ignored: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
         let mut watcher = {
             let root = root.clone();
@@ -71,15 +71,20 @@ impl Dev {
                     return;
                 }
                 let skip = ignored.lock().map(|s| s.clone()).unwrap_or_default();
-                if ev.paths.iter().any(|p| watched(&root, p, &skip)) {
-                    let _ = tx.send(());
+                let paths: Vec<PathBuf> = ev
+                    .paths
+                    .into_iter()
+                    .filter(|p| watched(&root, p, &skip))
+                    .collect();
+                if !paths.is_empty() {
+                    let _ = tx.send(paths);
                 }
             })
             .context("starting the file watcher")?
         };
-        watcher
-            .watch(&root, RecursiveMode::Recursive)
-            .with_context(|| format!("watching {}", root.display()))?;
+        // Directory by directory, so that node_modules/, target/ and the like cost no
+        // inotify watches.
+        watch_tree(&mut watcher, &root).with_context(|| format!("watching {}", root.display()))?;
 
         let mut first = true;
         loop {
@@ -111,18 +116,22 @@ impl Dev {
             }
             first = false;
             // Wait for a change, then for the directory to be quiet.
-            tokio::select! {
+            let mut changed: Vec<PathBuf> = tokio::select! {
                 _ = &mut stop => break,
-                got = rx.recv() => if got.is_none() { break },
-            }
+                got = rx.recv() => match got { Some(p) => p, None => break },
+            };
             loop {
                 tokio::select! {
                     _ = &mut stop => return finish(node.take()).await,
                     more = tokio::time::timeout(self.debounce, rx.recv()) => match more {
-                        Ok(Some(())) => continue,
+                        Ok(Some(p)) => changed.extend(p),
                         Ok(None) | Err(_) => break,
                     },
                 }
+            }
+            // New directories are watched too.
+            for p in changed.iter().filter(|p| p.is_dir()) {
+                let _ = watch_tree(&mut watcher, p);
             }
             progress("wisp dev: change seen, redeploying");
         }
@@ -305,6 +314,23 @@ fn refresh(manifest: &Path, functions: &Mutex<HashSet<String>>, ignored: &Mutex<
             .map(|b| std::path::absolute(&b.output).unwrap_or_else(|_| b.output.clone()))
             .collect();
     }
+}
+
+/// Watches `dir` and its subdirectories, one watch each, leaving out the ignored ones.
+fn watch_tree(watcher: &mut impl notify::Watcher, dir: &Path) -> notify::Result<()> {
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let ignored = e
+                .file_name()
+                .to_str()
+                .is_none_or(|n| IGNORED_DIRS.contains(&n));
+            if !ignored && e.file_type().is_ok_and(|t| t.is_dir()) {
+                watch_tree(watcher, &e.path())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether an event can mean a saved change (not a read, nor a metadata change).

@@ -118,6 +118,33 @@ fn dev_starts_a_node_redeploys_on_save_streams_logs_and_stops_on_ctrl_c() {
     wait_until("the changed answer", Duration::from_secs(90), || {
         get().filter(|b| b == "Changed by wisp dev\n")
     });
+    // A directory made now is watched too: the handler reads its answer from a file there,
+    // and an edit of that file alone is redeployed.
+    std::fs::create_dir(app.join("greetings")).unwrap();
+    std::fs::write(app.join("greetings/text.txt"), "from a new directory\n").unwrap();
+    std::fs::write(
+        &handler,
+        code.replace(
+            r#""body": "Hello from devfn! (Python on Wisp)\n","#,
+            r#""body": open(__file__.rsplit("/", 1)[0] + "/greetings/text.txt").read(),"#,
+        ),
+    )
+    .unwrap();
+    wait_until(
+        "the answer read from the new directory",
+        Duration::from_secs(90),
+        || get().filter(|b| b == "from a new directory\n"),
+    );
+    std::fs::write(
+        app.join("greetings/text.txt"),
+        "edited in the new directory\n",
+    )
+    .unwrap();
+    wait_until(
+        "the edit in the new directory",
+        Duration::from_secs(90),
+        || get().filter(|b| b == "edited in the new directory\n"),
+    );
     wait_until("the redeploy message", Duration::from_secs(30), || {
         said().contains("wisp dev: redeployed in").then_some(())
     });
@@ -148,7 +175,7 @@ fn dev_starts_a_node_redeploys_on_save_streams_logs_and_stops_on_ctrl_c() {
         "wisp dev exited: {}",
         said()
     );
-    assert_eq!(get().as_deref(), Some("Changed by wisp dev\n"));
+    assert_eq!(get().as_deref(), Some("edited in the new directory\n"));
 
     // Ctrl-C stops it, and the node it started.
     let st = Command::new("kill")
