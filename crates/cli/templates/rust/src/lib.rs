@@ -20,7 +20,9 @@ impl wasi::exports::http::incoming_handler::Guest for Function {
         let headers = Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())])
             .expect("content-type is a valid header");
         let response = OutgoingResponse::new(headers);
-        response.set_status_code(200).expect("200 is a valid status");
+        response
+            .set_status_code(200)
+            .expect("200 is a valid status");
         let body = response.body().expect("the body is taken once");
         ResponseOutparam::set(response_out, Ok(response));
         {
