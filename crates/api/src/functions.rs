@@ -26,9 +26,70 @@ pub struct FunctionInfo {
     routes: Vec<RouteSpec>,
     limits: Limits,
     env: Vec<String>,
+    /// Native functions: the handler (`app.handler`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handler: Option<String>,
+    /// Native functions: whether the sandbox has outbound network access.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<bool>,
+    instance_reuse: bool,
+    /// Schedules, each with its next run.
+    schedules: Vec<ScheduleInfo>,
+    /// Object-storage (S3) triggers.
+    s3: Vec<ObjectTriggerInfo>,
+    /// The queue whose message batches invoke the function.
+    queue: Option<wisp_core::QueueSubscription>,
+    /// The routes' signature check: provider, header and the env var that holds the
+    /// secret (its name; the value is never shown).
+    webhook: Option<wisp_core::WebhookSpec>,
+    /// Retries, event age and destinations of asynchronous invocations (`None`: the
+    /// defaults, 2 retries and 6 hours).
+    #[serde(rename = "async")]
+    async_config: Option<wisp_core::AsyncConfig>,
+    /// Node services a WebAssembly function may call (`objects`, `self`).
+    outbound: Vec<wisp_core::HostService>,
+    /// The buckets the `objects` grant is limited to (empty: all).
+    object_buckets: Vec<String>,
     /// How the function is scaled now (absent when it is not in the live registry).
     #[serde(skip_serializing_if = "Option::is_none")]
     scaling: Option<wisp_invoker::ScalingState>,
+}
+
+#[derive(Serialize)]
+pub struct ScheduleInfo {
+    expression: String,
+    /// The IANA time zone the expression is read in.
+    timezone: String,
+    skip_missed: bool,
+    /// The next tick after now, RFC 3339 in UTC (`None` if the expression has no more).
+    next_run: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ObjectTriggerInfo {
+    bucket: String,
+    /// `created` and/or `removed`.
+    events: Vec<&'static str>,
+    prefix: String,
+    suffix: String,
+}
+
+fn schedule_info(s: wisp_core::ScheduleSpec, now: jiff::Timestamp) -> ScheduleInfo {
+    let timezone = if s.timezone.is_empty() {
+        "UTC".to_string()
+    } else {
+        s.timezone
+    };
+    let next_run = wisp_events::schedule::next_after(&s.expression, &timezone, now)
+        .ok()
+        .flatten()
+        .map(|t| t.to_string());
+    ScheduleInfo {
+        expression: s.expression,
+        timezone,
+        skip_missed: s.skip_missed,
+        next_run,
+    }
 }
 
 impl FunctionInfo {
@@ -59,6 +120,36 @@ impl From<Function> for FunctionInfo {
             limits: f.active.limits,
             // Names only: values may be secrets.
             env: f.active.env.into_keys().collect(),
+            handler: f.active.native.as_ref().map(|n| n.handler.clone()),
+            network: f.active.native.as_ref().map(|n| n.network),
+            instance_reuse: f.active.instance_reuse,
+            schedules: {
+                let now = jiff::Timestamp::now();
+                f.active
+                    .schedules
+                    .into_iter()
+                    .map(|s| schedule_info(s, now))
+                    .collect()
+            },
+            s3: f
+                .active
+                .object_triggers
+                .into_iter()
+                .map(|t| ObjectTriggerInfo {
+                    events: [(t.created, "created"), (t.removed, "removed")]
+                        .into_iter()
+                        .filter_map(|(on, e)| on.then_some(e))
+                        .collect(),
+                    bucket: t.bucket,
+                    prefix: t.prefix,
+                    suffix: t.suffix,
+                })
+                .collect(),
+            queue: f.active.queue,
+            webhook: f.active.webhook,
+            async_config: f.active.async_config,
+            outbound: f.active.outbound,
+            object_buckets: f.active.object_buckets,
             scaling: None,
         }
     }

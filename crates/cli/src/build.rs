@@ -1,12 +1,27 @@
-//! Turns a function's `source` into component bytes: reads a `.wasm` file, or builds a Rust
-//! crate for `wasm32-wasip2` with cargo.
+//! Turns a function's `source` into component bytes: runs its `build.command` and reads
+//! the `.wasm` it writes, reads a `.wasm` file, or builds a Rust crate for `wasm32-wasip2`
+//! with cargo.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use wisp_manifest::Source;
+use wisp_manifest::{BuildSpec, Source};
 
-pub fn component_bytes(function: &str, source: &Source) -> Result<Vec<u8>> {
+pub fn component_bytes(
+    function: &str,
+    source: &Source,
+    build: Option<&BuildSpec>,
+) -> Result<Vec<u8>> {
+    if let Some(build) = build {
+        run_build_command(function, source.path(), build)?;
+        return std::fs::read(&build.output).with_context(|| {
+            format!(
+                "function `{function}`: the build command `{}` succeeded but {} cannot be read: make the command write the component there, or fix `build.output` in wisp.yaml",
+                build.command,
+                build.output.display()
+            )
+        });
+    }
     match source {
         Source::WasmFile(path) => std::fs::read(path)
             .with_context(|| format!("function `{function}`: reading {}", path.display())),
@@ -20,6 +35,44 @@ pub fn component_bytes(function: &str, source: &Source) -> Result<Vec<u8>> {
             dir.display()
         ),
     }
+}
+
+/// `sh -c COMMAND` in `dir`. Its output is streamed to stderr (stdout stays free for
+/// `--json`); a failure names the function, the command and the exit status.
+fn run_build_command(function: &str, dir: &Path, build: &BuildSpec) -> Result<()> {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&build.command)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(std::io::stderr())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("function `{function}`: running `sh -c` for the build command"))?;
+    if !status.success() {
+        let why = match status.code() {
+            Some(127) => {
+                " (127: a program in it was not found on PATH; is the build tool installed?)"
+                    .to_string()
+            }
+            Some(126) => " (126: a program in it is not executable)".to_string(),
+            Some(code) => format!(" (exit status {code})"),
+            None => format!(" ({status})"),
+        };
+        bail!(
+            "function `{function}`: the build command `{}` failed in {}{why}; its output is above",
+            build.command,
+            dir.display()
+        );
+    }
+    if !build.output.is_file() {
+        bail!(
+            "function `{function}`: the build command `{}` succeeded but wrote no {}: make it write the component there, or fix `build.output` in wisp.yaml",
+            build.command,
+            build.output.display()
+        );
+    }
+    Ok(())
 }
 
 fn cargo() -> String {

@@ -26,9 +26,16 @@ struct Cli {
 enum Command {
     /// Run a node: functions on 127.0.0.1:8080, the platform API on 127.0.0.1:8081.
     Up(Box<commands::up::Up>),
+    /// Make a new function directory from a template (`wisp new --list`).
+    New(commands::new::New),
+    /// Deploy a directory, then redeploy it on every saved change while showing its logs
+    /// (starts a node for the session when none is running).
+    Dev(commands::dev::Dev),
     /// Build, upload and deploy the functions of a wisp.yaml.
     Deploy(commands::deploy::Deploy),
-    /// List deployed functions with their versions and routes.
+    /// Show a function: version, kind, limits, scaling, env names and every trigger.
+    Describe(commands::describe::Describe),
+    /// List deployed functions with their versions and triggers.
     Ls(commands::ls::Ls),
     /// Invoke a function with a payload and print its response.
     Invoke(commands::invoke::Invoke),
@@ -92,8 +99,11 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Up(c) => c.execute().await,
+            Command::New(c) => c.execute().await,
+            Command::Dev(c) => c.execute().await,
             Command::Deploy(c) => c.execute().await,
             Command::Ls(c) => c.execute().await,
+            Command::Describe(c) => c.execute().await,
             Command::Invoke(c) => c.execute().await,
             Command::Logs(c) => c.execute().await,
             Command::Dlq(c) => c.execute().await,

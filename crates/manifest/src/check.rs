@@ -2,7 +2,7 @@
 
 use crate::suggest::{closest, env_name_like, name_like};
 use crate::yaml::{self, Kind, Node, Pos};
-use crate::{FunctionManifest, Manifest, ManifestError, Source};
+use crate::{BuildSpec, FunctionManifest, Manifest, ManifestError, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wisp_core::{
@@ -35,6 +35,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "async",
     "queue",
     "outbound",
+    "build",
 ];
 const FUNCTION_ALIASES: &[(&str, &str)] = &[
     ("src", "source"),
@@ -140,7 +141,7 @@ fn fmt_duration(ms: u64) -> String {
     }
 }
 
-fn name_error(what: &str, e: &NameError) -> String {
+pub(crate) fn name_error(what: &str, e: &NameError) -> String {
     match e {
         NameError::Empty => format!("{what} name cannot be empty: write e.g. `get-user`"),
         NameError::TooLong(s) => {
@@ -490,8 +491,25 @@ impl<'a> Checker<'a> {
             },
         )?;
         let native = self.native(path, &name, k, &fields)?;
+        let build_node = fields.get("build");
+        if let (Some((bk, _)), Some(n)) = (build_node, &native) {
+            return Err(self.err(
+                bk.pos,
+                &join(path, "build"),
+                format!(
+                    "`build` is for WebAssembly functions: a native function ({}) is packaged from its `source` directory as it is (pip or npm install its dependencies); remove `build`, or `runtime` for a WebAssembly function",
+                    n.runtime
+                ),
+            ));
+        }
         let source = match fields.get("source") {
-            Some((sk, sv)) => self.source(&join(path, "source"), sk, sv, native.is_some())?,
+            Some((sk, sv)) => self.source(
+                &join(path, "source"),
+                sk,
+                sv,
+                native.is_some(),
+                build_node.is_some(),
+            )?,
             None => {
                 return Err(self.err(
                     k.pos,
@@ -568,9 +586,14 @@ impl<'a> Checker<'a> {
             Some((ak, av)) => Some(self.async_config(&join(path, "async"), ak, av)?),
             None => None,
         };
+        let build = match build_node {
+            Some((bk, bv)) => Some(self.build(&join(path, "build"), bk, bv, source.path())?),
+            None => None,
+        };
         Ok(FunctionManifest {
             name,
             source,
+            build,
             native,
             webhook,
             schedules,
@@ -1297,7 +1320,7 @@ impl<'a> Checker<'a> {
         }))
     }
 
-    fn source(&self, field: &str, k: &Node, v: &Node, native: bool) -> Result<Source> {
+    fn source(&self, field: &str, k: &Node, v: &Node, native: bool, build: bool) -> Result<Source> {
         const WHAT: &str =
             "the path of a `.wasm` file or of a Rust crate directory, relative to the manifest";
         let raw = match &v.kind {
@@ -1331,6 +1354,18 @@ impl<'a> Checker<'a> {
                 format!("source `{raw}` not found (resolved to {shown}): write {WHAT}"),
             ));
         };
+        if build {
+            if meta.is_dir() {
+                return Ok(Source::Directory(resolved));
+            }
+            return Err(self.err(
+                v.pos,
+                field,
+                format!(
+                    "source `{raw}` is a file (resolved to {shown}): with `build:`, `source` is the directory the build command runs in (e.g. `source: .`) and `build.output` names the `.wasm` it writes"
+                ),
+            ));
+        }
         if native {
             if meta.is_dir() {
                 return Ok(Source::Directory(resolved));
@@ -1379,6 +1414,82 @@ impl<'a> Checker<'a> {
                 "source `{raw}` is not a `.wasm` file (resolved to {shown}): point `source` at a compiled `.wasm` component or at a Rust crate directory"
             ),
         ))
+    }
+
+    /// `build: {command: SHELL COMMAND, output: PATH.wasm}`: how `wisp deploy` makes the
+    /// function's component (Spin's `[component.build]`): the command runs in `source`, and
+    /// `output` (relative to `source`) is the `.wasm` it writes.
+    fn build(&self, path: &str, k: &Node, v: &Node, dir: &Path) -> Result<BuildSpec> {
+        const EXAMPLE: &str = "e.g. `build: {command: npm run build, output: app.wasm}`";
+        let Kind::Map(entries) = &v.kind else {
+            return Err(self.err(
+                at(k, v),
+                path,
+                format!(
+                    "`build` must be a map with `command` and `output`, not {}: {EXAMPLE}",
+                    v.describe()
+                ),
+            ));
+        };
+        let fields = self.fields(
+            path,
+            entries,
+            &["command", "output"],
+            &[
+                ("cmd", "command"),
+                ("run", "command"),
+                ("script", "command"),
+                ("wasm", "output"),
+                ("out", "output"),
+                ("artifact", "output"),
+                ("source", "output"),
+                ("file", "output"),
+            ],
+            |_, _| None,
+        )?;
+        let command = match self.string_field(path, &fields, "command")? {
+            Some((_, c)) if !c.is_empty() => c,
+            Some((pos, _)) => {
+                return Err(self.err(
+                    pos,
+                    &join(path, "command"),
+                    format!("`command` is empty: write the shell command that builds the component, {EXAMPLE}"),
+                ));
+            }
+            None => {
+                return Err(self.err(
+                    k.pos,
+                    &join(path, "command"),
+                    format!("`build` has no `command`: add the shell command that builds the component (run with `sh -c` in `source`), {EXAMPLE}"),
+                ));
+            }
+        };
+        let (opos, output) = match self.string_field(path, &fields, "output")? {
+            Some((pos, o)) if !o.is_empty() => (pos, o),
+            Some((pos, _)) => {
+                return Err(self.err(
+                    pos,
+                    &join(path, "output"),
+                    format!("`output` is empty: write the path of the `.wasm` the command writes, relative to `source`, {EXAMPLE}"),
+                ));
+            }
+            None => {
+                return Err(self.err(
+                    k.pos,
+                    &join(path, "output"),
+                    format!("`build` has no `output`: add the path of the `.wasm` the command writes, relative to `source`, {EXAMPLE}"),
+                ));
+            }
+        };
+        if !output.ends_with(".wasm") {
+            return Err(self.err(
+                opos,
+                &join(path, "output"),
+                format!("output `{output}` is not a `.wasm` file: name the WebAssembly component the command writes, {EXAMPLE}"),
+            ));
+        }
+        let output = dir.join(&output).components().collect();
+        Ok(BuildSpec { command, output })
     }
 
     fn routes(

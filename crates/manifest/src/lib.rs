@@ -63,6 +63,10 @@ impl Manifest {
 pub struct FunctionManifest {
     pub name: wisp_core::FunctionName,
     pub source: Source,
+    /// `build:`: a command that makes the function's component, run in `source` (a
+    /// directory) by `wisp deploy`; `None` to deploy `source` as it is (a `.wasm` file, or a
+    /// Rust crate built with cargo).
+    pub build: Option<BuildSpec>,
     /// Set for a native function (`runtime:`, `handler:`, `network:`); `None` for WebAssembly.
     pub native: Option<wisp_core::NativeSpec>,
     pub routes: Vec<wisp_core::RouteSpec>,
@@ -94,6 +98,16 @@ pub struct FunctionManifest {
     pub line: usize,
 }
 
+/// A function's `build:` (as Spin's `[component.build]`): `command` runs with `sh -c` in the
+/// function's `source` directory and writes the component at `output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// The shell command, as written.
+    pub command: String,
+    /// The `.wasm` the command writes: `build.output` joined onto the source directory.
+    pub output: PathBuf,
+}
+
 /// Which of `max_concurrency`, `reserved_concurrency` and `provisioned_concurrency` a
 /// function's `limits:` gives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,7 +126,8 @@ pub enum Source {
     /// A Rust crate directory (it has a `Cargo.toml`), built for `wasm32-wasip2` on deploy.
     RustCrate(PathBuf),
     /// A native function's code directory, packaged as it is (with its dependencies
-    /// installed, and a Rust crate of a `provided` function built for the host).
+    /// installed, and a Rust crate of a `provided` function built for the host); or the
+    /// directory a WebAssembly function's `build.command` runs in.
     Directory(PathBuf),
 }
 
@@ -189,6 +204,12 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         )
     })?;
     parse(&text, path)
+}
+
+/// Checks a function name as the manifest does (`wisp new NAME` uses it), with a suggestion
+/// when the name is close to a valid one.
+pub fn function_name(name: &str) -> Result<wisp_core::FunctionName, String> {
+    wisp_core::FunctionName::new(name).map_err(|e| check::name_error("function", &e))
 }
 
 /// Parses and validates manifest text. `file` names the manifest in errors, and relative

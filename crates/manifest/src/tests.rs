@@ -216,7 +216,7 @@ fn unknown_fields_name_the_field_its_place_and_the_allowed_ones() {
     assert_at(&e, 5, 5, "functions.a.rutes");
     assert_eq!(
         e.message,
-        "unknown field `rutes`, expected one of `source`, `runtime`, `handler`, `network`, `routes`, `env`, `limits`, `instance_reuse`, `webhook`, `schedule`, `s3`, `async`, `queue`, `outbound`; did you mean `routes`?"
+        "unknown field `rutes`, expected one of `source`, `runtime`, `handler`, `network`, `routes`, `env`, `limits`, `instance_reuse`, `webhook`, `schedule`, `s3`, `async`, `queue`, `outbound`, `build`; did you mean `routes`?"
     );
 
     let e = error("app: shop\nfunctons:\n  a:\n    source: hello.wasm\n");

@@ -39,6 +39,9 @@ fn render(path: &Path, cases: &Path) -> String {
                     )
                     .unwrap();
                 }
+                if let Some(b) = &f.build {
+                    writeln!(s, "  build: `{}` writes {}", b.command, b.output.display()).unwrap();
+                }
                 if let Some(q) = &f.queue {
                     writeln!(s, "  queue: {q:?}").unwrap();
                 }

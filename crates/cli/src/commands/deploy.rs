@@ -59,6 +59,18 @@ pub fn manifest_path(p: &Path) -> PathBuf {
     }
 }
 
+/// The error for a directory (or path) without its wisp.yaml: how to make one.
+pub fn missing_manifest(path: &Path) -> String {
+    format!(
+        "{} not found: a directory to deploy needs a wisp.yaml naming its functions. \
+             Start one with `wisp new NAME --template rust|python|node|js-wasm|python-wasm` \
+             (`wisp new --list` describes them), or write it by hand (docs/manifest.md; \
+             `app: NAME` and `functions: {{NAME: {{source: ., routes: [GET /x]}}}}` are enough); \
+             or pass the manifest's path",
+        path.display()
+    )
+}
+
 /// Deploys one manifest through the API; progress goes to stderr.
 pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<DeployResult> {
     let started = Instant::now();
@@ -72,12 +84,7 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
         .collect();
     let path = manifest_path(manifest);
     if !path.exists() {
-        anyhow::bail!(
-            "{} not found: a directory to deploy needs a wisp.yaml naming its functions \
-             (see docs/manifest.md; `app: NAME` and `functions: {{NAME: {{source: ., routes: [GET /x]}}}}` are enough), \
-             or pass the manifest's path",
-            path.display()
-        );
+        anyhow::bail!("{}", missing_manifest(&path));
     }
     let manifest = wisp_manifest::load(&path).map_err(anyhow::Error::msg)?;
     let mut specs = Vec::new();
@@ -99,11 +106,22 @@ pub async fn deploy(client: &Client, manifest: &Path, prune: bool) -> Result<Dep
             }
             None => {
                 let prebuilt = f.source.path().extension().is_some_and(|e| e == "wasm");
-                let verb = if prebuilt { "reading" } else { "building from" };
-                progress(format!("{}: {verb} {}", f.name, f.source));
-                let wasm = tokio::task::spawn_blocking(move || component_bytes(&name, &source))
-                    .await
-                    .context("build task")??;
+                match &f.build {
+                    Some(b) => progress(format!(
+                        "{}: building with `{}` in {}",
+                        f.name,
+                        b.command,
+                        f.source.path().display()
+                    )),
+                    None if prebuilt => progress(format!("{}: reading {}", f.name, f.source)),
+                    None => progress(format!("{}: building from {}", f.name, f.source)),
+                }
+                let build = f.build.clone();
+                let wasm = tokio::task::spawn_blocking(move || {
+                    component_bytes(&name, &source, build.as_ref())
+                })
+                .await
+                .context("build task")??;
                 (wasm, "application/wasm")
             }
         };

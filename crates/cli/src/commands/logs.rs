@@ -102,21 +102,7 @@ impl Logs {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let mut stream = resp.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.context("the log stream was interrupted")?;
-            buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                if line.len() <= 1 {
-                    continue; // keep-alive
-                }
-                if let Ok(l) = serde_json::from_slice::<LogLine>(&line) {
-                    self.print(&l);
-                }
-            }
-        }
+        read_stream(resp, |l| self.print(&l)).await?;
         Ok(ExitCode::SUCCESS)
     }
 
@@ -126,15 +112,41 @@ impl Logs {
                 println!("{s}");
             }
         } else {
-            println!(
-                "{} {} v{} {} {}: {}",
-                timestamp(l.ts_ms),
-                l.function,
-                l.version,
-                l.request_id,
-                l.stream.as_str(),
-                l.line
-            );
+            println!("{}", human(l));
         }
     }
+}
+
+/// A log line as `wisp logs` prints it.
+pub fn human(l: &LogLine) -> String {
+    format!(
+        "{} {} v{} {} {}: {}",
+        timestamp(l.ts_ms),
+        l.function,
+        l.version,
+        l.request_id,
+        l.stream.as_str(),
+        l.line
+    )
+}
+
+/// Reads a `GET /v1/logs?follow=true` response (NDJSON, blank keep-alive lines) until it
+/// ends, handing each line to `on_line`.
+pub async fn read_stream(resp: reqwest::Response, mut on_line: impl FnMut(LogLine)) -> Result<()> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("the log stream was interrupted")?;
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            if line.len() <= 1 {
+                continue; // keep-alive
+            }
+            if let Ok(l) = serde_json::from_slice::<LogLine>(&line) {
+                on_line(l);
+            }
+        }
+    }
+    Ok(())
 }

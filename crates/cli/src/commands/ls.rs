@@ -3,7 +3,8 @@ use crate::output::{print_json, table};
 use anyhow::Result;
 use std::process::ExitCode;
 
-/// List deployed functions with their active version, runtime, scaling and routes.
+/// List deployed functions with their active version, runtime, scaling and triggers
+/// (routes, webhooks, schedules, S3 and queues; `wisp describe NAME` shows each in full).
 #[derive(clap::Args)]
 pub struct Ls {
     /// Print JSON instead of a table.
@@ -28,15 +29,6 @@ impl Ls {
         let rows: Vec<Vec<String>> = fs
             .iter()
             .map(|f| {
-                let routes = f["routes"]
-                    .as_array()
-                    .map(|r| {
-                        r.iter()
-                            .filter_map(|x| x.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default();
                 let sc = &f["scaling"];
                 let instances = match (sc["instances"].as_u64(), sc["idle"].as_u64()) {
                     (Some(n), Some(idle)) => format!("{n} ({idle} idle)"),
@@ -61,11 +53,7 @@ impl Ls {
                         sc["last_hour"]["cold_starts"].as_u64().unwrap_or(0),
                         sc["last_hour"]["throttles"].as_u64().unwrap_or(0)
                     ),
-                    if routes.is_empty() {
-                        "-".into()
-                    } else {
-                        routes
-                    },
+                    super::describe::trigger_summary(f),
                 ]
             })
             .collect();
@@ -78,7 +66,7 @@ impl Ls {
                 "RUNNING/MAX",
                 "INSTANCES",
                 "COLD/THROTTLED (1H)",
-                "ROUTES",
+                "TRIGGERS",
             ],
             &rows,
         );

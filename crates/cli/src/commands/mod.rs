@@ -1,10 +1,13 @@
 pub mod cost;
 pub mod deploy;
+pub mod describe;
+pub mod dev;
 pub mod dlq;
 pub mod doctor;
 pub mod invoke;
 pub mod logs;
 pub mod ls;
+pub mod new;
 pub mod queue;
 pub mod rm;
 pub mod rollback;

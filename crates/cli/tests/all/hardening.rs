@@ -708,6 +708,7 @@ fn completions_are_valid_shell_and_a_directory_without_a_manifest_says_what_to_w
     let err = node.wisp_err(&["deploy", &empty.path().display().to_string()]);
     assert!(err.contains("wisp.yaml not found"), "{err}");
     assert!(err.contains("docs/manifest.md"), "{err}");
+    assert!(err.contains("wisp new NAME --template"), "{err}");
 }
 
 /// Open file descriptors of process `pid`, and its soft limit (/proc/PID/limits); a

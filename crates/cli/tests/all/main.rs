@@ -6,6 +6,8 @@ mod harness;
 
 mod conformance;
 mod deploy;
+mod describe;
+mod dev;
 mod errors;
 mod events;
 mod hardening;
@@ -16,6 +18,7 @@ mod metrics;
 mod native;
 mod outbound;
 mod routing;
+mod scaffold;
 mod scaling;
 mod streaming;
 mod strict_clients;
