@@ -34,12 +34,17 @@ pub fn full(bytes: Bytes) -> StreamBody {
 pub struct ResponseStream {
     pub after: usize,
     pub head: oneshot::Sender<http::Response<StreamBody>>,
+    /// A caller that takes nothing of the body for this long is cut off (its connection
+    /// closed mid-body), so a reader that stalls cannot hold the function for its whole
+    /// timeout. `None`: no such limit.
+    pub stall: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ResponseStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseStream")
             .field("after", &self.after)
+            .field("stall", &self.stall)
             .finish()
     }
 }
@@ -55,6 +60,45 @@ pub(crate) enum Piece {
 /// Frames of a streamed response in flight between the pump and the caller: at most
 /// this many (each at most one write of the function's).
 pub(crate) const IN_FLIGHT: usize = 4;
+
+/// A request body a function streams to a host service: if the function's instance goes
+/// away before it returned normally (`cut`), an end of the body is an error, not a clean
+/// end, so a service never takes a cut-off body for a whole one (wasmtime ends the body
+/// of a dropped store cleanly).
+pub(crate) struct CallerBody {
+    pub(crate) inner: wasmtime_wasi_http::WasiBody,
+    pub(crate) cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Body for CallerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) if self.cut.load(std::sync::atomic::Ordering::SeqCst) => {
+                Poll::Ready(Some(Err(Box::new(Cut(
+                    "the calling function stopped before finishing its request body".into(),
+                )))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream() && !self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The caller's side of a streamed response: the frames held before streaming, then
 /// what the pump sends. A stream that stops without [`Piece::End`] (the function timed

@@ -330,6 +330,8 @@ impl Executor {
         );
         store.limiter(|s| &mut s.limiter);
         Slot {
+            cut: Arc::default(),
+            armed: false,
             store,
             proxy: None,
             stdout,
@@ -352,8 +354,17 @@ impl Executor {
         let mut slot = pool
             .and_then(WarmPool::take)
             .unwrap_or_else(|| self.new_slot(ctx));
+        // Raised if this invocation's instance goes away before its guest returns (a trap,
+        // a timeout, the caller dropping the call): a body it was still streaming then ends
+        // in an error, never a clean end that would pass for the whole body.
+        let cut = Arc::new(AtomicBool::new(false));
+        slot.cut = cut.clone();
+        slot.armed = true;
         // A warm instance serves this invocation's trace, with this version's grants.
-        slot.store.data_mut().hooks = ctx.outbound.clone();
+        slot.store.data_mut().hooks = Outbound {
+            cut: cut.clone(),
+            ..ctx.outbound.clone()
+        };
         let (stdout, stderr, oom) = (slot.stdout.clone(), slot.stderr.clone(), slot.oom.clone());
         oom.store(false, Ordering::Relaxed);
         slot.store.set_epoch_deadline(1);
@@ -401,10 +412,6 @@ impl Executor {
         let pre = component.pre.clone();
         let pool_full = Arc::new(AtomicBool::new(false));
         let pool_full_flag = pool_full.clone();
-        // Set before a trapped instance is dropped: a streamed body that ends because its
-        // instance went away is then cut off, not finished.
-        let trapped = Arc::new(AtomicBool::new(false));
-        let trapped_flag = trapped.clone();
         let guest = async move {
             let proxy = match slot.proxy.take() {
                 Some(p) => p,
@@ -425,12 +432,15 @@ impl Executor {
                 .call_handle(&mut slot.store, req, out)
                 .await;
             slot.proxy = Some(proxy);
+            if result.is_ok() {
+                // Returned normally: what it sent is what it meant to send.
+                slot.armed = false;
+            }
             // A trapped instance is dropped here, and with it the response channel it
             // held, so that the response side sees "no response" at once.
             match result {
                 Ok(()) => (Some(slot), Ok(())),
                 Err(e) => {
-                    trapped_flag.store(true, Ordering::SeqCst);
                     drop(slot);
                     (None, Err(e))
                 }
@@ -450,9 +460,7 @@ impl Executor {
                     Ok(c) => Ok(Some(http::Response::from_parts(parts, c.to_bytes()))),
                     Err(e) => Err(Some(format!("reading the response body: {e}"))),
                 },
-                Some(stream) => {
-                    respond_streaming(parts, body, stream, max_response, &trapped).await
-                }
+                Some(stream) => respond_streaming(parts, body, stream, max_response, &cut).await,
             }
         };
         // Guest and response body run together: the guest may keep writing the body after
@@ -535,7 +543,7 @@ async fn respond_streaming(
     mut body: wasmtime_wasi_http::WasiBody,
     stream: ResponseStream,
     max_response: usize,
-    trapped: &AtomicBool,
+    cut: &AtomicBool,
 ) -> Result<Option<http::Response<Bytes>>, Option<String>> {
     let too_large = || {
         Some(format!(
@@ -581,7 +589,7 @@ async fn respond_streaming(
     let mut sent = held_len;
     loop {
         let piece = match body.frame().await {
-            None if trapped.load(Ordering::SeqCst) => {
+            None if cut.load(Ordering::SeqCst) => {
                 Piece::Failed("the function failed while writing its response".into())
             }
             None => Piece::End,
@@ -589,25 +597,42 @@ async fn respond_streaming(
                 sent += frame.data_ref().map_or(0, |d| d.len());
                 if sent > max_response {
                     let why = too_large();
-                    let _ = tx
-                        .send(Piece::Failed(why.clone().unwrap_or_default()))
-                        .await;
+                    // (Dropping `tx` cuts the caller's body off too, if this does not fit.)
+                    let _ = tx.try_send(Piece::Failed(why.clone().unwrap_or_default()));
                     return Err(why);
                 }
                 Piece::Frame(frame)
             }
             Some(Err(e)) => {
                 let why = format!("writing the response body: {e}");
-                let _ = tx.send(Piece::Failed(why.clone())).await;
+                let _ = tx.try_send(Piece::Failed(why.clone()));
                 return Err(Some(why));
             }
         };
         let last = !matches!(piece, Piece::Frame(_));
-        if tx.send(piece).await.is_err() {
+        let sending = tx.send(piece);
+        let delivered = match stream.stall {
+            Some(stall) => tokio::time::timeout(stall, sending).await.ok(),
+            None => Some(sending.await),
+        };
+        match delivered {
+            Some(Ok(())) => {}
             // The caller stopped reading (a client that went away): the function's
             // further writes fail, which it sees as a closed stream.
-            tracing::debug!(sent, "the caller went away while a response streamed");
-            return Ok(None);
+            Some(Err(_)) => {
+                tracing::debug!(sent, "the caller went away while a response streamed");
+                return Ok(None);
+            }
+            // A reader that takes nothing for `stall` is cut off, so it cannot hold the
+            // function (and its concurrency slot) for the whole timeout.
+            None => {
+                tracing::info!(
+                    sent,
+                    "a client read nothing of a streamed response for {:?}; cut it off",
+                    stream.stall.unwrap_or_default()
+                );
+                return Ok(None);
+            }
         }
         if last {
             return Ok(None);
@@ -623,11 +648,24 @@ fn thread_cpu_time() -> Duration {
 
 /// A store and, once instantiated, the instance in it, with its captured output.
 struct Slot {
+    /// While armed (from the start of an invocation until its guest returns normally),
+    /// dropping the slot raises `cut` first, before the store and the bodies it feeds
+    /// go away.
+    cut: Arc<AtomicBool>,
+    armed: bool,
     store: Store<HostState>,
     proxy: Option<Proxy>,
     stdout: LogPipe,
     stderr: LogPipe,
     oom: Arc<AtomicBool>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cut.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Idle warm instances of one function version (instance reuse mode). Each holds a slot

@@ -1,6 +1,6 @@
 //! The per-request host state: WASI context, wasi:http context, memory limiter.
 
-use crate::body::{BoxError, StreamBody};
+use crate::body::StreamBody;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -89,6 +89,9 @@ pub struct Outbound {
     /// The buckets its objects grant reaches (empty: all), put in each request's
     /// extensions as [`BucketScope`].
     pub buckets: Vec<String>,
+    /// Raised when the invocation's instance goes away before its guest returned (set
+    /// by the executor for each invocation): see [`crate::body`].
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The buckets a host-service request may touch (empty: any), from the caller's grant.
@@ -142,9 +145,10 @@ impl WasiHttpHooks for Outbound {
         let traceparent = self.traceparent.clone();
         let caller = Caller(self.caller.clone());
         let scope = BucketScope(self.buckets.clone());
+        let cut = self.cut.clone();
         Box::new(async move {
             let (mut parts, body) = request.into_parts();
-            let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+            let body = crate::body::CallerBody { inner: body, cut }.boxed_unsync();
             if let Some(tp) = traceparent
                 && !parts.headers.contains_key("traceparent")
             {

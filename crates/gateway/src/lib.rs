@@ -41,6 +41,10 @@ pub struct Options {
     /// the gateway answer 413 and check webhook signatures before anything runs; their
     /// responses stream once longer than [`STREAM_AFTER`].
     pub stream_bodies: bool,
+    /// A client that takes nothing of a streamed response for this long is cut off, so a
+    /// reader that stalls cannot hold a function for its whole timeout (`wisp up` uses
+    /// its `--idle-timeout`). `None`: no limit.
+    pub stalled_reader: Option<Duration>,
 }
 
 /// Bytes of a WebAssembly function's response the gateway holds before it starts
@@ -258,21 +262,28 @@ where
     }
     let trace =
         wisp_invoker::set_context_headers(&mut parts.headers, request_id, Some(&route), &params);
+    let version = parts.version;
     let request = Request::from_parts(parts, body);
     let name = function.name.to_string();
-    // A long response is sent on while the function writes it; the invocation then
-    // finishes (logs, usage, metrics) on its own task, whatever the client does.
+    // A long response is sent on while the function writes it; from then on the
+    // invocation finishes (logs, usage, metrics) on its own task, whatever the client
+    // does. (A client that leaves before the head still cancels the call, as before.)
     let (head_tx, mut head_rx) = tokio::sync::oneshot::channel();
+    // HTTP/1.0 has no chunked encoding: a streamed body would be framed by closing the
+    // connection, and a body cut off by a failing function would look whole. Such
+    // clients get whole responses, as before.
+    let response = (version >= http::Version::HTTP_11).then_some(wisp_invoker::ResponseStream {
+        after: if options.stream_bodies {
+            0
+        } else {
+            STREAM_AFTER
+        },
+        head: head_tx,
+        stall: options.stalled_reader,
+    });
     let streams = Streams {
         request_body: wisp_invoker::SyncWrapper::new(request_body),
-        response: Some(wisp_invoker::ResponseStream {
-            after: if options.stream_bodies {
-                0
-            } else {
-                STREAM_AFTER
-            },
-            head: head_tx,
-        }),
+        response,
     };
     let run_invoker = invoker.clone();
     let (run_request_id, run_trace) = (request_id.to_string(), trace.clone());
@@ -632,7 +643,7 @@ mod tests {
             "req-1",
             Options {
                 expose_errors: true,
-                stream_bodies: false,
+                ..Options::default()
             },
             detail,
         );

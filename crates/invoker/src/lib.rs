@@ -777,6 +777,8 @@ impl Invoker {
             traceparent: http::HeaderValue::from_str(&span.traceparent().header_value()).ok(),
             caller: f.name.to_string(),
             buckets: f.spec.object_buckets.clone(),
+            // Set by the executor for each invocation.
+            cut: Default::default(),
         }
     }
 

@@ -724,6 +724,7 @@ impl Up {
         let gateway_options = wisp_gateway::Options {
             expose_errors: self.dev,
             stream_bodies: false,
+            stalled_reader: Some(self.idle_timeout),
         };
         let limits = wisp_gateway::server::Limits {
             max_connections: self.max_connections,

@@ -328,3 +328,89 @@ functions:
         "it took the callee's whole timeout"
     );
 }
+
+#[test]
+fn a_body_cut_off_by_a_failing_caller_never_reads_as_complete_to_the_callee() {
+    let node = Node::start();
+    let m = manifest(&format!(
+        r#"app: cut-calls
+functions:
+  relay:
+    source: {stream}
+    routes: ["POST /relay"]
+    outbound: [self]
+  echo:
+    source: {stream}
+    routes: ["POST /echo"]
+"#,
+        stream = src("stream"),
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    // The relay streams 200 KiB to /echo and panics after about 64 KiB: its instance
+    // goes away mid-body, which the callee must see as an error, not as the end of it.
+    let resp = client()
+        .post(node.url("/relay"))
+        .header("x-mode", "double-echo")
+        .header("x-url", "http://self/echo")
+        .header("x-fail-after", "65536")
+        .body(vec![7u8; 200 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    wait_until(
+        "the callee to see its body cut off",
+        Duration::from_secs(15),
+        || {
+            let out = node.wisp(&["logs", "echo"]);
+            let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+            logs.contains("echo: reading the request").then_some(())
+        },
+    );
+}
+
+#[test]
+fn http_1_0_clients_get_whole_responses_and_stalled_readers_are_cut_off() {
+    let node = Node::start_args(&["--idle-timeout", "2s"]);
+    let m = manifest(&format!(
+        "app: old\nfunctions:\n  emit:\n    source: {}\n    routes: [\"GET /emit\"]\n    limits:\n      timeout: 60s\n",
+        src("stream")
+    ));
+    node.wisp_ok(&["deploy", &arg(&m)]);
+    // HTTP/1.0 has no chunked encoding: a long response comes whole, with its length,
+    // so a cut-off one could never pass for whole.
+    let mut conn = TcpStream::connect(node.http.trim_start_matches("http://")).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /emit HTTP/1.0\r\nHost: x\r\nx-mode: emit\r\nx-size: {}\r\n\r\n",
+        MIB
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {MIB}")), "{head}");
+    assert_eq!(raw.len() - split, MIB as usize);
+    assert!(is_pattern(&raw[split..], 0));
+
+    // A reader that stops reading is cut off after the node's idle timeout (2 s here),
+    // not held for the function's 60 s: the invocation ends and frees its slot.
+    let stalled = start_reading(&node, "/emit", 31 * MIB, 64 * 1024);
+    wait_running(&node, "emit");
+    let started = std::time::Instant::now();
+    wait_until(
+        "the stalled reader's call to end",
+        Duration::from_secs(30),
+        || {
+            let m = crate::metrics::scrape(&node);
+            (crate::metrics::value(&m, "wisp_concurrent_executions", &[("function", "emit")])
+                == 0.0)
+                .then_some(())
+        },
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(stalled);
+}
