@@ -90,7 +90,7 @@ fn new_node_template_deploys_and_answers() {
 fn new_js_wasm_template_builds_with_componentize_js_and_answers() {
     if tool(
         "componentize-js",
-        "npm install --prefix ~/.cache/wisp-npm @bytecodealliance/componentize-js@0.23 and put ~/.cache/wisp-npm/node_modules/.bin on PATH",
+        "npm install --prefix ~/.cache/wisp-npm-componentize @bytecodealliance/componentize-js@0.23 and put ~/.cache/wisp-npm-componentize/node_modules/.bin on PATH (as .ci/run does)",
     ) {
         new_deploy_call("js-wasm", "JavaScript");
     }
