@@ -211,11 +211,7 @@ functions:
         .map(|_| start_reading(&node, "/emit", size, 64 * 1024))
         .collect();
     // Each function is held back by its reader, still running, not done and buffered.
-    wait_until("12 emitters running", Duration::from_secs(30), || {
-        let m = crate::metrics::scrape(&node);
-        (crate::metrics::value(&m, "wisp_concurrent_executions", &[("function", "emit")]) >= 12.0)
-            .then_some(())
-    });
+    wait_running_n(&node, "emit", 12);
     // Meanwhile a reader that reads gets every byte, in order.
     let resp = client().get(node.url("/emit")).header("x-mode", "emit");
     let body = resp
@@ -241,9 +237,7 @@ functions:
     // When the stalled clients go away, their invocations end (and are counted).
     drop(stalled);
     wait_until("the emitters to stop", Duration::from_secs(30), || {
-        let m = crate::metrics::scrape(&node);
-        (crate::metrics::value(&m, "wisp_concurrent_executions", &[("function", "emit")]) == 0.0)
-            .then_some(())
+        (running(&node, "emit") == 0).then_some(())
     });
 }
 
@@ -404,12 +398,7 @@ fn http_1_0_clients_get_whole_responses_and_stalled_readers_are_cut_off() {
     wait_until(
         "the stalled reader's call to end",
         Duration::from_secs(30),
-        || {
-            let m = crate::metrics::scrape(&node);
-            (crate::metrics::value(&m, "wisp_concurrent_executions", &[("function", "emit")])
-                == 0.0)
-                .then_some(())
-        },
+        || (running(&node, "emit") == 0).then_some(()),
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(stalled);
